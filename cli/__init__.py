@@ -1,0 +1,1 @@
+"""provgen.cli: the click command line (entry point ``provgen = provgen.cli.main:main``)."""

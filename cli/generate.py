@@ -1,0 +1,75 @@
+"""``provgen generate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from provgen.cli._common import emit_json, json_option, settings_from
+from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("--model", "-m", envvar="PROVGEN_MODEL", required=True, show_envvar=True,
+              help="Local diffusers folder, or a hub id already in the local Hugging Face cache.")
+@click.option("--negative-prompt", "-n", default=None, help="What to steer away from.")
+@click.option("--width", "-W", type=int, default=None, help="Width in pixels (multiple of 8; default: model's).")
+@click.option("--height", "-H", type=int, default=None, help="Height in pixels (multiple of 8; default: model's).")
+@click.option("--steps", "num_inference_steps", type=int, default=30, show_default=True,
+              help="Number of denoising steps.")
+@click.option("--guidance", "--cfg", "guidance_scale", type=float, default=7.5, show_default=True,
+              help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=None, help="Random seed (default: random, recorded).")
+@click.option("--num-images", "-N", type=int, default=1, show_default=True, help="Images to generate.")
+@click.option("--scheduler", "-s", default=None,
+              help="Scheduler short name or class name (see `provgen schedulers list --model M`).")
+@click.option("--out", "-o", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
+              show_default=True, help="Folder to write the signed images to.")
+@click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="png", show_default=True,
+              help="Output file format.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG/WebP quality.")
+@click.option("--post", "postprocess", multiple=True, metavar="NAME[:ARGS]",
+              help="Post-processor to apply before signing (repeatable, applied in order).")
+@click.option("--user", default=None, help="Requester recorded in the registry (default: PROVGEN_USER or login).")
+@click.option("--device", default=None, help="torch device: cuda, cuda:N, mps or cpu (default: best available).")
+@click.option("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on CUDA).")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Signing certificate chain (PEM, leaf first) instead of the development keys.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Private key (PEM) for --cert.")
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def generate(prompt: str, model: str, negative_prompt: str | None, width: int | None, height: int | None,
+             num_inference_steps: int, guidance_scale: float, seed: int | None, num_images: int,
+             scheduler: str | None, output_dir: Path, fmt: str, quality: int, postprocess: tuple[str, ...],
+             user: str | None, device: str | None, dtype: str | None, cert: Path | None, key: Path | None,
+             as_json: bool, quiet: bool) -> None:
+    """Generate images for PROMPT; each is watermarked, C2PA-signed, registered and written atomically."""
+    from provgen.core.engine import Engine
+
+    settings = settings_from(cert_path=cert, key_path=key)
+    request = GenerationRequest(
+        prompt=prompt, model=model, negative_prompt=negative_prompt, width=width, height=height,
+        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+        num_images=num_images, scheduler=scheduler, output_dir=output_dir, format=fmt, quality=quality,
+        postprocess=postprocess, user=user,
+    )
+    request.check_inputs()  # fail on bad fields before torch is even imported
+    engine = Engine(settings, device=device, dtype=dtype, progress=False if (as_json or quiet) else None)
+    try:
+        result = engine.generate(request)
+    finally:
+        engine.close()
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    if quiet:
+        return
+    for image in result.images:
+        click.echo(f"{image.path}  asset={image.asset_id}  watermark={image.watermark_id:012x}  seed={image.seed}")
+
+
+COMMANDS = [generate]

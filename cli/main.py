@@ -1,0 +1,99 @@
+"""The ``provgen`` command line: the group, and the one place where errors become click errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from provgen.core.errors import PluginLoadError, ProvgenError
+
+__all__ = ["cli", "main", "build_cli"]
+
+
+class ProvgenGroup(click.Group):
+    """Maps :class:`ProvgenError` to a one-line message and its exit status; loads plugin commands lazily."""
+
+    _plugins_added = False
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProvgenError as error:
+            raise _ProvgenClickError(str(error), error.exit_code) from error
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:  # a bug, not a user error: say so without a traceback
+            if os.environ.get("PROVGEN_DEBUG"):
+                raise
+            raise _ProvgenClickError(
+                f"internal error: {type(error).__name__}: {error} (set PROVGEN_DEBUG=1 for the traceback "
+                "and please report it)", 1) from error
+
+    def _add_plugin_commands(self) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        from provgen.core.plugins import call_hook, get_plugin_manager
+
+        call_hook(get_plugin_manager(), "register_commands", cli=self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            try:
+                self._add_plugin_commands()
+            except ProvgenError as error:
+                raise _ProvgenClickError(str(error), error.exit_code) from error
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            self._add_plugin_commands()
+        except PluginLoadError as error:  # --help still works with a broken plugin installed
+            click.echo(f"warning: {error}", err=True)
+        return super().list_commands(ctx)
+
+
+class _ProvgenClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_cli() -> click.Group:
+    from provgen.cli import generate, keys, plugins, registry, verify
+
+    @click.group(cls=ProvgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(package_name="provgen")
+    def group() -> None:
+        """provgen: generate images with diffusion models, every one watermarked, C2PA-signed and registered.
+
+        \b
+        Quick start:
+          provgen generate "a lighthouse at dusk" --model ./my-sd15 --out ./out
+          provgen verify out/*.png
+
+        Settings come from the environment: PROVGEN_HOME (default ~/.provgen), PROVGEN_REGISTRY_URL
+        (default sqlite:///$PROVGEN_HOME/registry.db), PROVGEN_CERT/PROVGEN_KEY (signing identity),
+        PROVGEN_TRUST_ANCHORS, PROVGEN_USER, PROVGEN_PLUGINS, PROVGEN_DISABLE_PLUGIN_AUTOLOAD.
+        """
+
+    for module in (generate, verify, keys, plugins, registry):
+        for command in module.COMMANDS:
+            group.add_command(command)
+    return group
+
+
+cli = build_cli()
+
+
+def main() -> None:
+    cli(prog_name="provgen")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""``provgen verify``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from provgen.cli._common import emit_json, json_option, settings_from
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def verify(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check whether FILES were made by provgen, from what, and whether they were changed.
+
+    \b
+    Verdicts: verified (valid C2PA manifest, asset in the registry), recovered (no manifest, but the
+    watermark, fingerprint or file hash finds the record), tampered (manifest present but invalid),
+    unknown (no evidence). Exit status 0 when every file is verified or recovered, 1 otherwise.
+    """
+    from provgen.core.plugins import get_plugin_manager
+    from provgen.core.registries import watermark_methods
+    from provgen.provenance.registry import open_registry
+    from provgen.provenance.trust import trust_anchors_pem
+    from provgen.provenance.verify import verify_file
+
+    settings = settings_from()
+    registry = open_registry(settings.registry_url)
+    methods = list(watermark_methods(get_plugin_manager()).values())
+    anchors = trust_anchors_pem(settings)
+    try:
+        reports = [verify_file(path, registry=registry, methods=methods, trust_anchors_pem=anchors,
+                               max_distance=settings.fingerprint_max_distance) for path in files]
+    finally:
+        registry.close()
+    if as_json:
+        emit_json([report.to_dict() for report in reports])
+    else:
+        for report in reports:
+            click.echo(_describe(report))
+    for report in reports:
+        if report.error:
+            click.echo(f"error: {report.path}: {report.error}", err=True)
+    sys.exit(0 if all(report.ok for report in reports) else 1)
+
+
+def _describe(report) -> str:  # type: ignore[no-untyped-def]
+    c2pa = report.c2pa
+    parts = [f"{report.path}: {report.verdict.upper()}"]
+    if report.asset_id:
+        parts.append(f"asset {report.asset_id} (found by {report.match})")
+    parts.append(f"c2pa {c2pa['state']}" + (f" {','.join(c2pa['codes'])}" if c2pa["codes"] else ""))
+    wm = report.watermark
+    parts.append(f"watermark {wm['id']} ({wm.get('method')})" if wm["found"] else "no watermark")
+    if report.record:
+        parts.append(f"model {report.record['generation']['model_id']}")
+    return "; ".join(parts)
+
+
+COMMANDS = [verify]

@@ -1,0 +1,88 @@
+"""The one error hierarchy of provgen.
+
+Every error a user can cause or fix is a :class:`ProvgenError`. The CLI maps these to click errors in one
+place (``provgen.cli.main``) so users never see a traceback for them. Messages name the bad argument in
+backticks and say what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ProvgenError",
+    "ValidationError",
+    "ModelLoadError",
+    "PluginError",
+    "PluginLoadError",
+    "PluginHookError",
+    "RegistryError",
+    "NotFoundError",
+    "KeyConfigError",
+    "SigningError",
+    "WatermarkError",
+    "InputImageError",
+]
+
+
+class ProvgenError(Exception):
+    """Base class of every error provgen raises on purpose."""
+
+    #: process exit status the CLI uses for this error (2 = usage error, 1 = failure)
+    exit_code: int = 1
+
+
+class ValidationError(ProvgenError):
+    """A request or argument is invalid; the message names the field and what to do."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"`{field}`: {message}")
+
+
+class ModelLoadError(ProvgenError):
+    """A model could not be found or loaded."""
+
+    exit_code = 2
+
+
+class PluginError(ProvgenError):
+    """Base class for plugin problems."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin could not be imported or registered; the plugin is named in the message."""
+
+
+class PluginHookError(PluginError):
+    """A plugin raised while one of its hooks ran; names the plugin and the hook."""
+
+    def __init__(self, plugin: str, hook: str, error: BaseException) -> None:
+        self.plugin, self.hook, self.error = plugin, hook, error
+        super().__init__(f"plugin `{plugin}` failed in hook `{hook}`: {type(error).__name__}: {error}")
+
+
+class RegistryError(ProvgenError):
+    """The lineage registry cannot be reached, is at the wrong schema, or refused a write."""
+
+
+class NotFoundError(ProvgenError):
+    """A record that was asked for does not exist."""
+
+
+class KeyConfigError(ProvgenError):
+    """Signing keys or certificates are missing, unreadable or unsuitable for C2PA."""
+
+    exit_code = 2
+
+
+class SigningError(ProvgenError):
+    """C2PA signing failed."""
+
+
+class WatermarkError(ProvgenError):
+    """A watermark could not be embedded (e.g. image too small) or a method is unknown."""
+
+
+class InputImageError(ProvgenError):
+    """A file given as an image is missing, corrupt or not an image."""

@@ -1,0 +1,103 @@
+"""The generation request: diffusers' argument names, validated up front."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provgen.core.errors import ValidationError
+
+__all__ = ["GenerationRequest", "OUTPUT_FORMATS", "MAX_SEED"]
+
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+MAX_SEED = 2**63 - 1  # seeds are stored as signed 64-bit integers in the registry
+MAX_SIDE = 8192
+MAX_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One text-to-image request. Field names follow diffusers' ``__call__``.
+
+    ``width``/``height``/``scheduler`` left as ``None`` take the pipeline's defaults; ``seed`` left as
+    ``None`` is drawn at random and recorded.
+    """
+
+    prompt: str
+    model: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int = 30
+    guidance_scale: float = 7.5
+    seed: int | None = None
+    num_images: int = 1
+    scheduler: str | None = None
+    #: where the signed files are written
+    output_dir: Path = Path("out")
+    #: "png", "jpeg" or "webp"
+    format: str = "png"
+    #: JPEG/WebP quality (1-100)
+    quality: int = 95
+    #: post-processors to chain, each "NAME" or "NAME:ARGS" (see ``register_postprocessors``)
+    postprocess: tuple[str, ...] = ()
+    #: options for conditioner plugins, keyed by plugin/conditioner name
+    plugin_options: Mapping[str, Any] = field(default_factory=dict)
+    #: who asked (recorded in the registry); ``None`` = settings.user
+    user: str | None = None
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        return dataclasses.replace(self, **changes)
+
+    def check_inputs(self) -> None:
+        """Raise :class:`ValidationError` naming the first bad field. Pipeline-specific checks come later."""
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValidationError("prompt", "must be a non-empty string")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise ValidationError("negative_prompt", "must be a string")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
+            raise ValidationError("model", "must be a local diffusers folder or a Hugging Face hub id")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_int(value) or value <= 0:
+                raise ValidationError(name, f"must be a positive integer, got {value!r}")
+            if value % 8:
+                lower, upper = value // 8 * 8, value // 8 * 8 + 8
+                raise ValidationError(
+                    name, f"has to be divisible by 8 but is {value}; use {lower or upper} or {upper}"
+                )
+            if value > MAX_SIDE:
+                raise ValidationError(name, f"must be at most {MAX_SIDE}, got {value}")
+        if not _is_int(self.num_inference_steps) or not 1 <= self.num_inference_steps <= 1000:
+            raise ValidationError(
+                "num_inference_steps", f"must be an integer from 1 to 1000, got {self.num_inference_steps!r}"
+            )
+        if (
+            isinstance(self.guidance_scale, bool)
+            or not isinstance(self.guidance_scale, (int, float))
+            or not 0 <= self.guidance_scale <= 100
+        ):
+            raise ValidationError("guidance_scale", f"must be a number from 0 to 100, got {self.guidance_scale!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise ValidationError("seed", f"must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        if not _is_int(self.num_images) or not 1 <= self.num_images <= MAX_IMAGES:
+            raise ValidationError("num_images", f"must be an integer from 1 to {MAX_IMAGES}, got {self.num_images!r}")
+        if self.format not in OUTPUT_FORMATS:
+            raise ValidationError("format", f"must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
+        if not _is_int(self.quality) or not 1 <= self.quality <= 100:
+            raise ValidationError("quality", f"must be an integer from 1 to 100, got {self.quality!r}")
+        out = Path(self.output_dir)
+        if out.exists() and not out.is_dir():
+            raise ValidationError("output_dir", f"{str(out)!r} exists and is not a directory")
+        for item in self.postprocess:
+            if not isinstance(item, str) or not item.split(":", 1)[0]:
+                raise ValidationError("postprocess", f"each entry must be 'NAME' or 'NAME:ARGS', got {item!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

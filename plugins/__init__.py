@@ -1,0 +1,13 @@
+"""Built-in plugins: ordinary pluggy plugins that use only the public hooks."""
+
+from __future__ import annotations
+
+#: loaded, in this order, by every plugin manager (see provgen.core.plugins)
+DEFAULT_PLUGINS = (
+    "provgen.plugins.schedulers",
+    "provgen.plugins.diffusers_sampler",
+    "provgen.plugins.grid_watermark",
+    "provgen.plugins.local_signer",
+)
+
+__all__ = ["DEFAULT_PLUGINS"]

@@ -1,0 +1,1 @@
+"""provgen.provenance: watermark, fingerprint, C2PA signing, registry and verification."""

@@ -1,0 +1,137 @@
+"""Verification for auditors: did we make this image, from what, and was it changed?
+
+Evidence is gathered in this order: the C2PA manifest (and its label in the registry), the exact file
+hash, the invisible watermark, the perceptual fingerprint. The verdict:
+
+* ``verified``  - a valid manifest whose asset is in the registry (Trusted, or Valid with the registry's
+  sha256 equal to the file's);
+* ``recovered`` - no usable manifest, but the file hash, watermark or fingerprint resolves to a record;
+* ``tampered``  - a manifest is present but invalid (pixels or metadata changed after signing);
+* ``unknown``   - no evidence (also for files that are not readable images; ``error`` says why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, UnidentifiedImageError
+
+from provgen.provenance.fingerprint import hamming, phash
+
+if TYPE_CHECKING:
+    from provgen.provenance.registry import Asset, Registry
+    from provgen.provenance.watermark import WatermarkMethod
+
+__all__ = ["VerifyReport", "verify_file", "verify_bytes", "VERDICTS"]
+
+VERDICTS = ("verified", "recovered", "tampered", "unknown")
+_VALID_STATES = ("Trusted", "Valid")
+# Pillow refuses images above ~179 Mpx as a decompression bomb; we keep that default.
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    verdict: str = "unknown"
+    asset_id: str | None = None
+    generation_id: str | None = None
+    #: how the registry record was found: "manifest", "sha256", "watermark", "fingerprint" or None
+    match: str | None = None
+    sha256: str | None = None
+    #: the file is byte-for-byte the one provgen wrote
+    sha256_match: bool = False
+    c2pa: dict[str, Any] = field(default_factory=lambda: {"state": "Missing", "codes": [], "label": None})
+    watermark: dict[str, Any] = field(default_factory=lambda: {"found": False, "id": None})
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: what the registry says about the asset (model, scheduler, prompt, plugins, ...)
+    record: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("verified", "recovered")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_file(path: Path, **kwargs: Any) -> VerifyReport:
+    """Verify one file; see :func:`verify_bytes` for the keyword arguments."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return VerifyReport(path=str(path), error=f"cannot read file: {error.strerror or error}")
+    return verify_bytes(data, path=str(path), **kwargs)
+
+
+def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[WatermarkMethod],
+                 trust_anchors_pem: bytes, max_distance: int) -> VerifyReport:
+    from provgen.provenance.c2pa_io import read_credentials
+
+    report = VerifyReport(path=path, sha256=hashlib.sha256(data).hexdigest())
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.load()
+            image = probe.convert("RGB")
+            mime = Image.MIME.get(probe.format or "", None)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        report.error = f"not a readable image ({type(error).__name__}: {error})"
+        return report
+
+    credentials = read_credentials(data, mime, trust_anchors_pem=trust_anchors_pem)
+    report.c2pa = {"state": credentials.state, "codes": list(credentials.codes), "label": credentials.label}
+    if credentials.error:
+        report.c2pa["error"] = credentials.error
+
+    reading = None
+    for method in methods:
+        reading = method.decode(image)
+        if reading is not None:
+            report.watermark = {"found": True, "id": f"{reading.payload:012x}", "method": reading.method,
+                                "confidence": round(reading.confidence, 4)}
+            break
+    fingerprint = phash(image)
+    report.fingerprint = {"phash": fingerprint}
+
+    asset, match, distance = _find_record(registry, report, credentials.label, reading, fingerprint, max_distance)
+    if asset is not None:
+        report.asset_id, report.generation_id, report.match = asset.id, asset.generation_id, match
+        report.sha256_match = asset.sha256 == report.sha256
+        report.fingerprint["record_phash"] = asset.phash
+        report.fingerprint["distance"] = distance if distance is not None else hamming(fingerprint, asset.phash)
+        report.record = registry.asset_summary(asset)
+    report.verdict = _verdict(credentials.state, match, report.sha256_match)
+    return report
+
+
+def _find_record(registry: Registry, report: VerifyReport, label: str | None, reading: Any, fingerprint: str,
+                 max_distance: int) -> tuple[Asset | None, str | None, int | None]:
+    if label:
+        asset = registry.find_by_manifest_label(label)
+        if asset is not None:
+            return asset, "manifest", None
+    asset = registry.find_by_sha256(report.sha256 or "")
+    if asset is not None:
+        return asset, "sha256", None
+    if reading is not None:
+        asset = registry.find_by_watermark(reading.payload)
+        if asset is not None:
+            return asset, "watermark", None
+    nearest = registry.nearest_fingerprint(fingerprint, max_distance)
+    if nearest is not None:
+        return nearest[0], "fingerprint", nearest[1]
+    return None, None, None
+
+
+def _verdict(state: str, match: str | None, sha256_match: bool) -> str:
+    if state == "Invalid":
+        return "tampered"
+    if match == "manifest" and (state == "Trusted" or (state == "Valid" and sha256_match)):
+        return "verified"
+    if match is not None:
+        return "recovered"
+    return "unknown"
