@@ -30,6 +30,7 @@ __all__ = ["VerifyReport", "verify_file", "verify_bytes", "VERDICTS"]
 
 VERDICTS = ("verified", "recovered", "tampered", "unknown")
 _VALID_STATES = ("Trusted", "Valid")
+_C2PA_JUMBF_LABEL = b"c2pa"  # every C2PA manifest store is a JUMBF box labelled "c2pa"
 # Pillow refuses images above ~179 Mpx as a decompression bomb; we keep that default.
 
 
@@ -73,19 +74,20 @@ def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[Wa
     from provgen.provenance.c2pa_io import read_credentials
 
     report = VerifyReport(path=path, sha256=hashlib.sha256(data).hexdigest())
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            probe.load()
-            image = probe.convert("RGB")
-            mime = Image.MIME.get(probe.format or "", None)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        report.error = f"not a readable image ({type(error).__name__}: {error})"
-        return report
-
+    image, mime, problem = _decode(data)
     credentials = read_credentials(data, mime, trust_anchors_pem=trust_anchors_pem)
+    if image is None and credentials.label is None and _C2PA_JUMBF_LABEL not in data:
+        # c2pa could not parse the container at all and no manifest store is in the bytes: nothing was
+        # signed here, so the file is simply not an image we can judge (not a tampered one).
+        credentials = type(credentials)("Missing", (), None, None)
     report.c2pa = {"state": credentials.state, "codes": list(credentials.codes), "label": credentials.label}
     if credentials.error:
         report.c2pa["error"] = credentials.error
+    if image is None:
+        # Unreadable pixels: a manifest that no longer matches still proves tampering.
+        report.error = problem
+        report.verdict = "tampered" if credentials.state == "Invalid" else "unknown"
+        return report
 
     reading = None
     for method in methods:
@@ -106,6 +108,17 @@ def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[Wa
         report.record = registry.asset_summary(asset)
     report.verdict = _verdict(credentials.state, match, report.sha256_match)
     return report
+
+
+def _decode(data: bytes) -> tuple[Image.Image | None, str | None, str | None]:
+    """(RGB image, mime type, problem): the image is None when the bytes are not a readable image."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            mime = Image.MIME.get(probe.format or "")
+            probe.load()
+            return probe.convert("RGB"), mime, None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return None, None, f"not a readable image ({type(error).__name__}: {error})"
 
 
 def _find_record(registry: Registry, report: VerifyReport, label: str | None, reading: Any, fingerprint: str,

@@ -218,5 +218,5 @@ def test_schedulers_for_sd(tiny_sd_dir: Path) -> None:
 def test_each_scheduler_runs(tiny_sd_dir: Path, tmp_path: Path, name: str) -> None:
     result = Engine(progress=False).generate(prompt="s", model=str(tiny_sd_dir), output_dir=tmp_path,
                                              scheduler=name, **{**KW, "width": 64, "height": 64,
-                                                                "num_inference_steps": 2})
+                                                                "num_inference_steps": 4})
     assert result.scheduler == name
