@@ -1,0 +1,23 @@
+"""The lineage registry: every generation and every asset provgen writes, on SQLite or PostgreSQL.
+
+``open_registry(url)`` connects and migrates the schema (Alembic revisions shipped in ``migrations/``);
+the :class:`Registry` it returns writes in :meth:`Registry.transaction` and looks assets up by id, sha256,
+watermark id, C2PA manifest label or nearest perceptual hash.
+"""
+
+from provgen.provenance.registry.db import check, current_revision, head_revision, make_engine, upgrade
+from provgen.provenance.registry.models import Asset, Base, Generation
+from provgen.provenance.registry.store import Registry, open_registry
+
+__all__ = [
+    "open_registry",
+    "Registry",
+    "Generation",
+    "Asset",
+    "Base",
+    "make_engine",
+    "upgrade",
+    "current_revision",
+    "head_revision",
+    "check",
+]

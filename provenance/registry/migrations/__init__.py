@@ -1,0 +1,1 @@
+"""Alembic migrations of the lineage registry, shipped in the package; run by ``registry.db.upgrade``."""

@@ -1,0 +1,279 @@
+"""The registry's Alembic migrations: blank upgrade, the schema they create, no drift from the models,
+older and newer databases. Runs on SQLite and PostgreSQL (a fresh database per test, as in test_registry.py).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cache
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from provgen.core.errors import RegistryError
+from provgen.provenance.registry import check, current_revision, head_revision, make_engine, open_registry
+from provgen.provenance.registry import db as registry_db
+from provgen.provenance.registry.db import MIGRATIONS_DIR, alembic_config, downgrade
+from sqlalchemy import JSON, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeEngine
+
+PG_URL = os.environ.get("PROVGEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+# column -> (python type, nullable, length) of the schema at head
+EXPECTED = {
+    "generations": {
+        "id": (str, False, 32),
+        "created_at": (datetime, False, None),
+        "requester": (str, False, 255),
+        "model_id": (str, False, 1024),
+        "model_hash": (str, False, 64),
+        "pipeline_class": (str, False, 255),
+        "scheduler": (str, False, 255),
+        "prompt": (str, False, None),
+        "negative_prompt": (str, True, None),
+        "seed": (int, False, None),
+        "num_inference_steps": (int, False, None),
+        "guidance_scale": (float, False, None),
+        "width": (int, False, None),
+        "height": (int, False, None),
+        "num_images": (int, False, None),
+        "recipe": ("json", False, None),
+        "plugins": ("json", False, None),
+    },
+    "assets": {
+        "id": (str, False, 32),
+        "generation_id": (str, False, 32),
+        "batch_index": (int, False, None),
+        "seed": (int, False, None),
+        "created_at": (datetime, False, None),
+        "sha256": (str, False, 64),
+        "watermark_id": (int, False, None),
+        "watermark_method": (str, False, 64),
+        "phash": (str, False, 16),
+        "format": (str, False, 8),
+        "width": (int, False, None),
+        "height": (int, False, None),
+        "size_bytes": (int, False, None),
+        "path": (str, False, None),
+        "manifest_label": (str, False, 255),
+        "manifest_store": (bytes, False, None),
+    },
+}
+EXPECTED_INDEXES = {
+    "generations": set(),
+    "assets": {
+        ("ix_assets_generation_id", ("generation_id",), False),
+        ("ix_assets_manifest_label", ("manifest_label",), True),
+        ("ix_assets_phash", ("phash",), False),
+        ("ix_assets_sha256", ("sha256",), True),
+        ("ix_assets_watermark_id", ("watermark_id",), True),
+    },
+}
+EXPECTED_UNIQUES = {
+    "generations": set(),
+    "assets": {("uq_assets_generation_id_batch_index", ("generation_id", "batch_index"))},
+}
+# integer columns that must hold 64-bit values (seeds up to 2**63-1, 48-bit watermark ids)
+BIGINT_COLUMNS = {("generations", "seed"), ("assets", "seed"), ("assets", "watermark_id")}
+
+
+# -- backends (same isolation as test_registry.py) -------------------------------------------------
+
+
+@cache
+def _postgres_problem() -> str | None:
+    try:
+        engine = make_engine(PG_URL)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return f"no PostgreSQL at {make_url(PG_URL).render_as_string()} ({reason})"
+    return None
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    problem = _postgres_problem()
+    if problem is not None:
+        message = f"{problem}; set PROVGEN_TEST_POSTGRES_URL to a server where the user may CREATE DATABASE"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
+    name = f"provgen_test_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+def _kind(type_: TypeEngine) -> object:
+    """A backend-neutral name for a reflected column type."""
+    if isinstance(type_, JSON):
+        return "json"
+    return type_.python_type
+
+
+# -- tests -------------------------------------------------------------------------------------------
+
+
+def test_revisions_form_one_linear_history():
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    assert script.get_heads() == [head_revision()]
+    revisions = list(script.walk_revisions())
+    assert revisions[-1].down_revision is None
+    for revision in revisions:  # files are named <rev>_<slug>.py
+        assert os.path.basename(revision.path).startswith(f"{revision.revision}_")
+
+
+def test_blank_upgrade_creates_expected_schema(db_url):
+    with open_registry(db_url) as registry:
+        assert current_revision(registry.engine) == head_revision()
+        inspector = inspect(registry.engine)
+        assert set(inspector.get_table_names()) == {"alembic_version", *EXPECTED}
+        for table, expected in EXPECTED.items():
+            columns = {c["name"]: c for c in inspector.get_columns(table)}
+            actual = {
+                name: (_kind(c["type"]), c["nullable"], getattr(c["type"], "length", None))
+                for name, c in columns.items()
+            }
+            assert actual == expected, table
+            indexes = {
+                (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
+                for ix in inspector.get_indexes(table)
+                if not ix.get("duplicates_constraint")  # PostgreSQL lists a unique constraint's index too
+            }
+            assert indexes == EXPECTED_INDEXES[table]
+            uniques = {(u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)}
+            assert uniques == EXPECTED_UNIQUES[table]
+            assert inspector.get_pk_constraint(table)["name"] == f"pk_{table}"
+        for table, column in BIGINT_COLUMNS:
+            type_ = {c["name"]: c["type"] for c in inspector.get_columns(table)}[column]
+            assert "BIGINT" in str(type_.compile(dialect=registry.engine.dialect)).upper(), (table, column)
+        foreign_keys = inspector.get_foreign_keys("assets")
+        assert [(fk["name"], fk["referred_table"]) for fk in foreign_keys] == [
+            ("fk_assets_generation_id_generations", "generations")
+        ]
+
+
+def test_models_and_migrations_do_not_drift(db_url):
+    with open_registry(db_url) as registry:
+        check(registry.engine)
+        # and check() does notice a difference
+        with registry.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE stray (x INTEGER)"))
+        with pytest.raises(RegistryError, match="models and migrations differ"):
+            check(registry.engine)
+
+
+def test_older_database_is_upgraded(db_url):
+    engine = make_engine(db_url)
+    try:
+        open_registry(db_url).close()
+        downgrade(engine, "base")
+        assert current_revision(engine) is None
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        with pytest.raises(RegistryError, match="upgrade=True"):
+            open_registry(db_url, upgrade=False)
+        with open_registry(db_url, upgrade=True) as registry:
+            assert current_revision(registry.engine) == head_revision()
+            check(registry.engine)
+    finally:
+        engine.dispose()
+
+
+def test_database_from_a_newer_provgen_is_refused(db_url):
+    open_registry(db_url).close()
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'f00d9999'"))
+    finally:
+        engine.dispose()
+    for upgrade in (True, False):
+        with pytest.raises(RegistryError, match="created by a newer provgen") as info:
+            open_registry(db_url, upgrade=upgrade)
+        assert "f00d9999" in str(info.value)
+
+
+def test_offline_sql_renders(monkeypatch):
+    monkeypatch.setenv("PROVGEN_REGISTRY_URL", "postgresql+psycopg://nobody@localhost/none")
+    buffer = io.StringIO()
+    cfg = alembic_config(stdout=buffer)
+    cfg.output_buffer = buffer
+    command.upgrade(cfg, "head", sql=True)
+    sql = buffer.getvalue()
+    assert "CREATE TABLE generations" in sql and "CREATE UNIQUE INDEX ix_assets_sha256" in sql
+
+
+FAILING_REVISION = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0999"
+down_revision = {head!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("half_done", sa.Column("x", sa.Integer()))
+    op.execute("SELECT * FROM no_such_table")
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_failed_upgrade_leaves_the_database_untouched(db_url, tmp_path, monkeypatch):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / "0999_broken.py").write_text(FAILING_REVISION.format(head=head_revision()))
+    monkeypatch.setattr(registry_db, "MIGRATIONS_DIR", migrations)
+
+    with pytest.raises(RegistryError, match="upgrading the schema of the registry `.*` failed") as info:
+        open_registry(db_url)
+    assert "no_such_table" in str(info.value)
+    engine = make_engine(db_url)
+    try:
+        assert current_revision(engine) is None  # not even 0001 stayed: one transaction
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_first_opens_migrate_once(db_url):
+    def open_and_report(_: int) -> str | None:
+        with open_registry(db_url) as registry:
+            return current_revision(registry.engine)
+
+    with ThreadPoolExecutor(4) as pool:  # upgrades are serialised: write lock (SQLite) / advisory lock (PG)
+        assert list(pool.map(open_and_report, range(4))) == [head_revision()] * 4
