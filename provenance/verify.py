@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["VerifyReport", "verify_file", "verify_bytes", "VERDICTS"]
 
 VERDICTS = ("verified", "recovered", "tampered", "unknown")
-_VALID_STATES = ("Trusted", "Valid")
-_C2PA_JUMBF_LABEL = b"c2pa"  # every C2PA manifest store is a JUMBF box labelled "c2pa"
-# Pillow refuses images above ~179 Mpx as a decompression bomb; we keep that default.
 
 
 @dataclass
@@ -76,10 +73,6 @@ def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[Wa
     report = VerifyReport(path=path, sha256=hashlib.sha256(data).hexdigest())
     image, mime, problem = _decode(data)
     credentials = read_credentials(data, mime, trust_anchors_pem=trust_anchors_pem)
-    if image is None and credentials.label is None and _C2PA_JUMBF_LABEL not in data:
-        # c2pa could not parse the container at all and no manifest store is in the bytes: nothing was
-        # signed here, so the file is simply not an image we can judge (not a tampered one).
-        credentials = type(credentials)("Missing", (), None, None)
     report.c2pa = {"state": credentials.state, "codes": list(credentials.codes), "label": credentials.label}
     if credentials.error:
         report.c2pa["error"] = credentials.error
