@@ -24,7 +24,8 @@ def resolve_device(name: str | None) -> Any:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as error:
-        raise ValidationError("device", f"{name!r} is not a torch device ({error}); use cpu, cuda, cuda:N or mps")
+        message = f"{name!r} is not a torch device ({error}); use cpu, cuda, cuda:N or mps"
+        raise ValidationError("device", message) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValidationError("device", "CUDA was asked for but torch sees no CUDA device; use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
-
 import threading
 from dataclasses import dataclass
 from types import TracebackType

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import c2pa
+
 from provgen.core.errors import InputImageError, KeyConfigError, SigningError, ValidationError
 from provgen.provenance.keys import SigningIdentity, certificate_problems
 

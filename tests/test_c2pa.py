@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
+
 from provgen.core.errors import InputImageError, KeyConfigError, SigningError, ValidationError
 from provgen.provenance.c2pa_io import (
     TRAINED_ALGORITHMIC_MEDIA,

@@ -16,8 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageOps
 
-from provgen.core import Engine, ProvenanceContribution, ValidationError, hookimpl
-from provgen.core import hookspecs
+from provgen.core import Engine, ProvenanceContribution, ValidationError, hookimpl, hookspecs
 from provgen.core.errors import PluginHookError, PluginLoadError
 from provgen.core.plugins import make_plugin_manager, plugin_infos, reset_plugin_manager
 from provgen.core.registries import conditioners

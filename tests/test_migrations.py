@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import shutil
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime
-from functools import cache
 
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
+from sqlalchemy import JSON, inspect, text
+from sqlalchemy.types import TypeEngine
+
 from provgen.core.errors import RegistryError
 from provgen.provenance.registry import check, current_revision, head_revision, make_engine, open_registry
 from provgen.provenance.registry import db as registry_db
 from provgen.provenance.registry.db import MIGRATIONS_DIR, alembic_config, downgrade
-from sqlalchemy import JSON, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.types import TypeEngine
-
-PG_URL = os.environ.get("PROVGEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 # column -> (python type, nullable, length) of the schema at head
 EXPECTED = {
@@ -85,53 +79,6 @@ EXPECTED_UNIQUES = {
 BIGINT_COLUMNS = {("generations", "seed"), ("assets", "seed"), ("assets", "watermark_id")}
 
 
-# -- backends (same isolation as test_registry.py) -------------------------------------------------
-
-
-@cache
-def _postgres_problem() -> str | None:
-    try:
-        engine = make_engine(PG_URL)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        finally:
-            engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        return f"no PostgreSQL at {make_url(PG_URL).render_as_string()} ({reason})"
-    return None
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    problem = _postgres_problem()
-    if problem is not None:
-        message = f"{problem}; set PROVGEN_TEST_POSTGRES_URL to a server where the user may CREATE DATABASE"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"provgen_test_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    else:
-        with fresh_postgres_database() as url:
-            yield url
 
 
 def _kind(type_: TypeEngine) -> object:

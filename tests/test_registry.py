@@ -7,16 +7,15 @@ PostgreSQL tests get a fresh database per test, created from PROVGEN_TEST_POSTGR
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import cache
 
 import pytest
+from sqlalchemy import func, inspect, select
+
 from provgen.core.errors import NotFoundError, RegistryError, ValidationError
 from provgen.provenance.registry import (
     Asset,
@@ -27,62 +26,8 @@ from provgen.provenance.registry import (
     make_engine,
     open_registry,
 )
-from sqlalchemy import func, inspect, select
-from sqlalchemy.engine import make_url
-
-PG_URL = os.environ.get("PROVGEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
 
 # -- backends --------------------------------------------------------------------------------------
-
-
-@cache
-def _postgres_problem() -> str | None:
-    """Why PostgreSQL cannot be used for tests, or None if it can."""
-    try:
-        engine = make_engine(PG_URL)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-        finally:
-            engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        return f"no PostgreSQL at {make_url(PG_URL).render_as_string()} ({reason})"
-    return None
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A URL to a new, empty database on the test server; dropped (WITH (FORCE)) afterwards."""
-    problem = _postgres_problem()
-    if problem is not None:
-        message = f"{problem}; set PROVGEN_TEST_POSTGRES_URL to a server where the user may CREATE DATABASE"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"provgen_test_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """A URL to a blank database, one per backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry' / 'registry.sqlite'}"
-    else:
-        with fresh_postgres_database() as url:
-            yield url
 
 
 @pytest.fixture

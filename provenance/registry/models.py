@@ -15,7 +15,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from provgen.core.errors import ValidationError
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -32,6 +31,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from provgen.core.errors import ValidationError
 
 __all__ = [
     "Base",

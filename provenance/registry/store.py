@@ -22,12 +22,13 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from provgen.core.errors import NotFoundError, RegistryError, ValidationError
-from provgen.provenance.registry import db
-from provgen.provenance.registry.models import WATERMARK_BITS, Asset, Base, Generation, new_id
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
+
+from provgen.core.errors import NotFoundError, RegistryError, ValidationError
+from provgen.provenance.registry import db
+from provgen.provenance.registry.models import WATERMARK_BITS, Asset, Base, Generation, new_id
 
 __all__ = ["Registry", "open_registry"]
 

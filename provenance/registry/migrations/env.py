@@ -13,9 +13,10 @@ import os
 from typing import Any
 
 from alembic import context
+from sqlalchemy import Connection
+
 from provgen.provenance.registry.db import make_engine
 from provgen.provenance.registry.models import Base, UTCDateTime
-from sqlalchemy import Connection
 
 config = context.config
 target_metadata = Base.metadata
