@@ -36,7 +36,7 @@ def stage_timings(image, repeats: int, home: Path) -> dict[str, float]:  # type:
     from provgen.provenance.registry import Asset, Generation, open_registry
 
     settings = load_settings(home=home)
-    method = get_watermark_method(make_plugin_manager(load_entrypoints=False), settings.watermark_method)
+    method = get_watermark_method(make_plugin_manager(load_entrypoints=False), settings.watermark_method).item
     signer = ManifestSigner(load_dev_identity(settings.keys_dir))
     registry = open_registry(settings.registry_url)
     times: dict[str, list[float]] = {k: [] for k in ("watermark", "fingerprint", "encode_png", "sign", "register")}

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from provgen.core.errors import PluginLoadError, ProvgenError
+from provgen.core.errors import ProvgenError
 
 __all__ = ["cli", "main", "build_cli"]
 
@@ -53,7 +53,7 @@ class ProvgenGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         try:
             self._add_plugin_commands()
-        except PluginLoadError as error:  # --help still works with a broken plugin installed
+        except ProvgenError as error:  # --help still works with a broken plugin installed
             click.echo(f"warning: {error}", err=True)
         return super().list_commands(ctx)
 
@@ -79,7 +79,8 @@ def build_cli() -> click.Group:
 
         Settings come from the environment: PROVGEN_HOME (default ~/.provgen), PROVGEN_REGISTRY_URL
         (default sqlite:///$PROVGEN_HOME/registry.db), PROVGEN_CERT/PROVGEN_KEY (signing identity),
-        PROVGEN_TRUST_ANCHORS, PROVGEN_USER, PROVGEN_PLUGINS, PROVGEN_DISABLE_PLUGIN_AUTOLOAD.
+        PROVGEN_TRUST_ANCHORS, PROVGEN_USER, PROVGEN_MODEL, PROVGEN_DEVICE, PROVGEN_DTYPE,
+        PROVGEN_WATERMARK, PROVGEN_PLUGINS, PROVGEN_DISABLE_PLUGIN_AUTOLOAD, PROVGEN_DEBUG (tracebacks).
         """
 
     for module in (generate, verify, keys, plugins, registry):

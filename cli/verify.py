@@ -29,7 +29,7 @@ def verify(files: tuple[Path, ...], as_json: bool) -> None:
 
     settings = settings_from()
     registry = open_registry(settings.registry_url)
-    methods = list(watermark_methods(get_plugin_manager()).values())
+    methods = [entry.item for entry in watermark_methods(get_plugin_manager()).values()]
     anchors = trust_anchors_pem(settings)
     try:
         reports = [verify_file(path, registry=registry, methods=methods, trust_anchors_pem=anchors,

@@ -23,7 +23,7 @@ from provgen.core.context import GenerationContext
 from provgen.core.errors import PluginHookError, ValidationError
 from provgen.core.models import LoadedModel, load_pipeline, model_content_hash, resolve_model_path
 from provgen.core.plugins import call_hook, get_plugin_manager
-from provgen.core.registries import apply_postprocessors
+from provgen.core.registries import apply_postprocessors, check_plugin_options, resolve_postprocessors
 from provgen.core.request import MAX_SEED, GenerationRequest
 from provgen.core.result import GenerationResult
 from provgen.core.schedulers import SchedulerChoice, available_schedulers, make_scheduler, resolve_scheduler
@@ -115,6 +115,8 @@ class Engine:
         request.check_inputs()
         if request.model is None:
             raise ValidationError("model", "no model given; pass --model PATH_OR_HUB_ID (or model=...)")
+        resolve_postprocessors(self.pm, request.postprocess)
+        check_plugin_options(self.pm, request.plugin_options)
         call_hook(self.pm, "validate_request", request=request, settings=self.settings)
         # 2. Load the pipeline (cached) and check what depends on it.
         model, pipeline = self.load(request.model)
@@ -140,7 +142,7 @@ class Engine:
             # 5. Sample.
             with _timed(context, "sample"):
                 images = call_hook(self.pm, "sample", context=context)
-            images = _check_images(images, request.num_images)
+            images = _check_images(self.pm, images, request.num_images)
             # 6. Post-process (before provenance, so the mark and signature cover the final pixels).
             with _timed(context, "postprocess"):
                 images = apply_postprocessors(self.pm, request.postprocess, images)
@@ -191,7 +193,7 @@ class Engine:
             if not hook.get_hookimpls():
                 return tensors
             for update in call_hook(self.pm, "on_step_end", context=context, step=step,
-                                    timestep=int(timestep), tensors=tensors):
+                                    timestep=float(timestep), tensors=tensors):
                 if update:
                     tensors.update(update)
             return tensors
@@ -203,6 +205,9 @@ class Engine:
         for plugin_name, extra in call_each(self.pm, "call_arguments", context=context):
             if not extra:
                 continue
+            if not isinstance(extra, dict):
+                raise PluginHookError(plugin_name, "call_arguments",
+                                      TypeError(f"must return a dict or None, not {type(extra).__name__}"))
             for key, value in extra.items():
                 if key in OWN_ARGUMENTS:
                     raise PluginHookError(plugin_name, "call_arguments",
@@ -229,7 +234,8 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Iterat
     """
     for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
         if impl.hookwrapper or getattr(impl, "wrapper", False):
-            continue
+            raise PluginHookError(impl.plugin_name, hook_name, TypeError(
+                "this hook is called plugin by plugin and cannot be wrapped; implement it without wrapper=True"))
         try:
             result = impl.function(**{name: kwargs[name] for name in impl.argnames})
         except Exception as error:
@@ -263,14 +269,16 @@ def _check_size(request: GenerationRequest, pipeline: Any) -> tuple[int, int]:
     return width, height
 
 
-def _check_images(images: Any, expected: int) -> list[Any]:
+def _check_images(pm: pluggy.PluginManager, images: Any, expected: int) -> list[Any]:
     from PIL import Image
 
     if not isinstance(images, list) or len(images) != expected or not all(
         isinstance(image, Image.Image) for image in images
     ):
-        raise PluginHookError("sample", "sample", TypeError(
-            f"expected a list of {expected} PIL images, got {type(images).__name__}"))
+        samplers = [impl.plugin_name for impl in pm.hook.sample.get_hookimpls() if not impl.wrapper]
+        got = f"{len(images)} items" if isinstance(images, list) else type(images).__name__
+        raise PluginHookError(" or ".join(samplers) or "unknown", "sample", TypeError(
+            f"expected a list of {expected} PIL images, got {got}"))
     return [image.convert("RGB") if image.mode not in ("RGB", "RGBA") else image for image in images]
 
 

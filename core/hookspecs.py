@@ -11,8 +11,13 @@ Plugins implement these with ``@provgen.core.hookimpl``. Rules (see docs/plugin_
 The order of one generation (``Engine.generate``) is::
 
     validate_request -> [load pipeline] -> [set scheduler] -> adapt_pipeline -> call_arguments
-      -> sample (on_step_end after every denoising step) -> [post-processors] -> provenance_contribution
-      -> provide_signer (once per engine) -> [watermark, fingerprint, sign, register] -> release_pipeline
+      -> sample (on_step_end after every denoising step) -> [post-processors] -> release_pipeline
+      -> provenance_contribution -> provide_signer (once per engine) -> [watermark, fingerprint, sign, register]
+
+``release_pipeline`` runs in a ``finally`` block, so it also runs when sampling fails; it runs before
+``provenance_contribution``, so a contribution must not rely on state that ``release_pipeline`` undoes.
+``call_arguments`` and ``provenance_contribution`` are called plugin by plugin (provgen must know who
+returned what), so they cannot be wrapped.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ def register_schedulers(register: Callable[..., None]) -> None:
 def register_conditioners(register: Callable[..., None]) -> None:
     """Register conditioners: features that add inputs to sampling (ControlNet, IP-Adapter, LoRA, img2img).
 
-    Called the first time conditioners are listed or a request names one in ``plugin_options``.
+    Called the first time a request has ``plugin_options``: every key must name a registered conditioner,
+    or the request is refused with a ``ValidationError`` listing the installed ones.
 
     :param register: call ``register(name, description="")`` once per conditioner the plugin provides.
         The conditioner then does its work in :func:`adapt_pipeline`, :func:`call_arguments` and
@@ -78,10 +84,11 @@ def register_postprocessors(register: Callable[..., None]) -> None:
     Called the first time a post-processor is looked up. Post-processors run after sampling and before the
     provenance layer, so the watermark and the signature cover their output.
 
-    :param register: call ``register(name, function, *, description="", version=None)``, where
+    :param register: call ``register(name, function, description="", version=None)``, where
         ``function(image: PIL.Image.Image, args: str) -> PIL.Image.Image`` returns a new image; ``args`` is
         the text after ``NAME:`` in ``--post NAME:ARGS`` (empty when none). Raise
-        :class:`~provgen.core.errors.ValidationError` for bad ``args``.
+        :class:`~provgen.core.errors.ValidationError` for bad ``args``. Names are checked before the model
+        loads; each use is recorded in the recipe with the plugin's name and ``version``.
     :return: nothing.
     """
 
@@ -145,18 +152,19 @@ def adapt_pipeline(context: GenerationContext) -> None:
 def call_arguments(context: GenerationContext) -> dict[str, Any] | None:
     """Contribute keyword arguments for the diffusers pipeline call (``image=``, ``cross_attention_kwargs=``).
 
-    Called once per request after :func:`adapt_pipeline`; provgen has already filled ``prompt``,
-    ``negative_prompt``, ``width``, ``height``, ``num_inference_steps``, ``guidance_scale``, ``generator``,
-    ``num_images_per_prompt``, ``output_type`` and ``callback_on_step_end``.
+    Called once per request after :func:`adapt_pipeline`, plugin by plugin (no wrappers); provgen has already
+    filled ``prompt``, ``negative_prompt``, ``width``, ``height``, ``num_inference_steps``,
+    ``guidance_scale``, ``generator``, ``num_images_per_prompt``, ``output_type`` and
+    ``callback_on_step_end``; these and ``callback_on_step_end_tensor_inputs`` are reserved.
 
     :param context: the generation context (read ``context.call_arguments`` to see what is set so far).
     :return: a dict of extra arguments, or ``None``. Two plugins returning the same key, or a plugin
-        overriding one of provgen's own keys, is an error naming both.
+        setting a reserved key, is an error naming the plugin.
     """
 
 
 @hookspec
-def on_step_end(context: GenerationContext, step: int, timestep: int, tensors: dict[str, Any]) -> (
+def on_step_end(context: GenerationContext, step: int, timestep: float, tensors: dict[str, Any]) -> (
     dict[str, Any] | None
 ):
     """Observe or steer sampling after each denoising step (diffusers' ``callback_on_step_end``).
@@ -165,8 +173,8 @@ def on_step_end(context: GenerationContext, step: int, timestep: int, tensors: d
 
     :param context: the generation context.
     :param step: the step index, from 0.
-    :param timestep: the scheduler timestep of that step.
-    :param tensors: the pipeline's callback tensors (at least ``latents``).
+    :param timestep: the scheduler timestep of that step (a float: flow-matching timesteps are fractional).
+    :param tensors: the pipeline's callback tensors (``latents``).
     :return: ``None``, or a dict of tensors that replace the pipeline's (e.g. edited ``latents``).
         Set ``context.pipeline._interrupt = True`` to stop early (diffusers' convention).
     """
@@ -189,12 +197,14 @@ def sample(context: GenerationContext) -> list[Image.Image] | None:
 def provenance_contribution(context: GenerationContext) -> ProvenanceContribution | None:
     """Add provenance for this request: recipe fields, extra C2PA assertions and input ingredients.
 
-    Called once per request after sampling and post-processing, before watermarking and signing.
+    Called once per request after sampling, post-processing and :func:`release_pipeline`, before
+    watermarking and signing; plugin by plugin (no wrappers).
 
     :param context: the generation context.
     :return: a :class:`provgen.core.context.ProvenanceContribution` (``recipe`` dict merged into the
         ``io.provgen.generation`` assertion under ``plugins_data[<plugin name>]``, ``assertions`` as
-        ``{"label", "data"}`` dicts with labels outside ``c2pa.*`` and ``io.provgen.*``, ``ingredients`` as
+        ``{"label", "data"}`` dicts whose labels are outside the reserved ``c2pa.``, ``io.provgen.``,
+        ``stds.`` and ``cawg.`` namespaces, ``ingredients`` as
         :class:`provgen.provenance.c2pa_io.Ingredient`), or ``None``.
     """
 

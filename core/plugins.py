@@ -114,7 +114,10 @@ def _load_entrypoint(pm: pluggy.PluginManager, ep: md.EntryPoint, dist: str, ver
     try:
         plugin = ep.load()
         pm.register(plugin, name=ep.name)
+        pm.check_pending()  # a misspelt hook name is this plugin's fault: say so now
     except Exception as error:  # an arbitrary third-party import can raise anything
+        if pm.get_plugin(ep.name) is not None:
+            pm.unregister(name=ep.name)
         raise PluginLoadError(
             f"plugin `{ep.name}` (distribution `{dist}` {version}) failed to load: "
             f"{type(error).__name__}: {error}. Uninstall or fix it, or limit plugins with "
@@ -139,22 +142,25 @@ def reset_plugin_manager(pm: pluggy.PluginManager | None = None) -> None:
         _pm = pm
 
 
+def _meta(pm: pluggy.PluginManager, name: str, plugin: object) -> tuple[str, str, bool]:
+    """(version, distribution, builtin); plugins registered by hand may set ``__version__`` or ``version``."""
+    meta = getattr(pm, "provgen_meta", {})
+    if name in meta:
+        return meta[name]
+    version = getattr(plugin, "__version__", None) or getattr(plugin, "version", None)
+    return (str(version) if version else "unversioned", "-", False)
+
+
 def plugin_versions(pm: pluggy.PluginManager) -> list[dict[str, str]]:
     """``[{name, version}]`` of every registered plugin, as recorded in the recipe."""
-    meta = getattr(pm, "provgen_meta", {})
-    out = []
-    for name, _plugin in sorted(pm.list_name_plugin()):
-        version, _dist, _builtin = meta.get(name, ("?", "?", False))
-        out.append({"name": name, "version": version})
-    return out
+    return [{"name": name, "version": _meta(pm, name, plugin)[0]} for name, plugin in sorted(pm.list_name_plugin())]
 
 
 def plugin_infos(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """Loaded plugins, plus installed entry points that ``PROVGEN_PLUGINS`` left out (``enabled=False``)."""
-    meta = getattr(pm, "provgen_meta", {})
     infos = []
     for name, plugin in pm.list_name_plugin():
-        version, dist, builtin = meta.get(name, ("?", "?", False))
+        version, dist, builtin = _meta(pm, name, plugin)
         hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
         infos.append(PluginInfo(name, version, dist, builtin, True, hooks))
     for ep in _entry_points():

@@ -1,30 +1,40 @@
-"""Name -> thing registries filled by the ``register_*`` hooks."""
+"""Name -> thing registries filled by the ``register_*`` hooks.
+
+Each registry remembers which plugin registered each entry, so a failure inside an entry (a post-processor,
+a watermark method) is reported against that plugin. Registries are rebuilt when the set of registered
+plugins changes, so a plugin registered late is still seen.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from provgen.core.errors import PluginError, ValidationError
-from provgen.core.plugins import call_hook
+from provgen.core.errors import PluginError, PluginHookError, ProvgenError, ValidationError
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from provgen.provenance.watermark import WatermarkMethod
 
 __all__ = [
     "PostProcessor",
     "Conditioner",
+    "Registered",
+    "collect",
     "postprocessors",
     "conditioners",
     "watermark_methods",
     "get_watermark_method",
+    "resolve_postprocessors",
     "apply_postprocessors",
+    "check_plugin_options",
+    "MIN_WATERMARK_BITS",
 ]
+
+MIN_WATERMARK_BITS = 48  # registry watermark ids are 48-bit
 
 
 @dataclass(frozen=True)
@@ -41,57 +51,80 @@ class Conditioner:
     description: str = ""
 
 
-def _cache(pm: pluggy.PluginManager) -> dict[str, Any]:
-    cache = getattr(pm, "provgen_registries", None)
-    if cache is None:
-        cache = {}
-        pm.provgen_registries = cache  # type: ignore[attr-defined]
-    return cache
+@dataclass(frozen=True)
+class Registered:
+    """One registry entry and the plugin that registered it."""
+
+    item: Any
+    plugin: str
 
 
-def _collect(pm: pluggy.PluginManager, hook: str, make: Callable[..., Any], key: Callable[[Any], str]) -> dict:
-    cache = _cache(pm)
-    if hook in cache:
-        return cache[hook]
-    items: dict[str, Any] = {}
+def _plugin_set(pm: pluggy.PluginManager) -> tuple[str, ...]:
+    return tuple(sorted(name for name, _ in pm.list_name_plugin()))
 
-    def register(*args: Any, **kwargs: Any) -> None:
-        item = make(*args, **kwargs)
-        name = key(item)
-        if name in items:
-            raise PluginError(f"`{name}` is registered twice in hook `{hook}`; plugin names must be unique")
-        items[name] = item
 
-    call_hook(pm, hook, register=register)
-    cache[hook] = items
+def collect(pm: pluggy.PluginManager, hook: str, make: Callable[..., Any],
+            key: Callable[[Any], str]) -> dict[str, Registered]:
+    """Call ``hook`` on each plugin with a ``register`` callback; cache until the plugin set changes."""
+    caches = pm.__dict__.setdefault("provgen_registries", {})
+    plugin_set = _plugin_set(pm)
+    cached = caches.get(hook)
+    if cached is not None and cached[0] == plugin_set:
+        return cached[1]
+    items: dict[str, Registered] = {}
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        plugin = impl.plugin_name
+
+        def register(*args: Any, _plugin: str = plugin, **kwargs: Any) -> None:
+            try:
+                item = make(*args, **kwargs)
+            except TypeError as error:
+                raise PluginHookError(_plugin, hook, error) from error
+            name = key(item)
+            if name in items:
+                raise PluginError(f"`{name}` is registered twice in hook `{hook}`, by plugins "
+                                  f"`{items[name].plugin}` and `{_plugin}`; rename one of them")
+            items[name] = Registered(item, _plugin)
+
+        try:
+            impl.function(**{arg: register for arg in impl.argnames})
+        except ProvgenError:
+            raise
+        except Exception as error:
+            raise PluginHookError(plugin, hook, error) from error
+    caches[hook] = (plugin_set, items)
     return items
 
 
-def postprocessors(pm: pluggy.PluginManager) -> dict[str, PostProcessor]:
-    return _collect(pm, "register_postprocessors", PostProcessor, lambda p: p.name)
+def postprocessors(pm: pluggy.PluginManager) -> dict[str, Registered]:
+    return collect(pm, "register_postprocessors", PostProcessor, lambda p: p.name)
 
 
-def conditioners(pm: pluggy.PluginManager) -> dict[str, Conditioner]:
-    return _collect(pm, "register_conditioners", Conditioner, lambda c: c.name)
+def conditioners(pm: pluggy.PluginManager) -> dict[str, Registered]:
+    return collect(pm, "register_conditioners", Conditioner, lambda c: c.name)
 
 
-def watermark_methods(pm: pluggy.PluginManager) -> dict[str, WatermarkMethod]:
-    return _collect(pm, "register_watermarks", lambda method: method, lambda m: m.name)
+def watermark_methods(pm: pluggy.PluginManager) -> dict[str, Registered]:
+    return collect(pm, "register_watermarks", lambda method: method, lambda m: m.name)
 
 
-def get_watermark_method(pm: pluggy.PluginManager, name: str) -> WatermarkMethod:
+def get_watermark_method(pm: pluggy.PluginManager, name: str) -> Registered:
+    """The method used to mark new images; it must carry a 48-bit registry id."""
     methods = watermark_methods(pm)
     if name not in methods:
         raise ValidationError(
             "watermark", f"unknown watermark method {name!r}; available: {', '.join(sorted(methods)) or 'none'}"
         )
-    return methods[name]
+    entry = methods[name]
+    if getattr(entry.item, "payload_bits", 0) < MIN_WATERMARK_BITS:
+        raise PluginHookError(entry.plugin, "register_watermarks", ValueError(
+            f"watermark {name!r} carries {getattr(entry.item, 'payload_bits', 0)} bits; "
+            f"new images need at least {MIN_WATERMARK_BITS}"))
+    return entry
 
 
-def apply_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...], images: list) -> list:
-    """Run the named post-processors in order on every image."""
-    if not chain:
-        return images
+def resolve_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...]) -> list[tuple[Registered, str]]:
+    """``[(entry, args)]`` for ``NAME[:ARGS]`` items; unknown names are a ValidationError listing the valid ones."""
     available = postprocessors(pm)
     steps = []
     for item in chain:
@@ -101,9 +134,31 @@ def apply_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...], image
                 "postprocess", f"unknown post-processor {name!r}; available: {', '.join(sorted(available)) or 'none'}"
             )
         steps.append((available[name], args))
+    return steps
+
+
+def apply_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...], images: list) -> list:
+    """Run the named post-processors in order on every image; failures name the plugin."""
+    steps = resolve_postprocessors(pm, chain)
     out = []
     for image in images:
-        for processor, args in steps:
-            image = processor.function(image, args)
+        for entry, args in steps:
+            try:
+                image = entry.item.function(image, args)
+            except ProvgenError:
+                raise
+            except Exception as error:
+                raise PluginHookError(entry.plugin, f"post-processor {entry.item.name!r}", error) from error
         out.append(image)
     return out
+
+
+def check_plugin_options(pm: pluggy.PluginManager, options: Mapping[str, Any]) -> None:
+    """Every key of ``request.plugin_options`` must name a registered conditioner."""
+    if not options:
+        return
+    available = conditioners(pm)
+    for name in options:
+        if name not in available:
+            raise ValidationError("plugin_options", f"no conditioner named {name!r}; installed: "
+                                                    f"{', '.join(sorted(available)) or 'none'}")

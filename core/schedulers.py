@@ -8,8 +8,8 @@ from typing import Any
 
 import pluggy
 
-from provgen.core.errors import PluginError, ValidationError
-from provgen.core.plugins import call_hook
+from provgen.core.errors import ValidationError
+from provgen.core.registries import collect
 
 __all__ = ["SchedulerSpec", "SchedulerChoice", "registered_schedulers", "available_schedulers", "resolve_scheduler"]
 
@@ -39,21 +39,14 @@ class SchedulerChoice:
     reason: str = ""
 
 
+def _spec(name: str, class_name: str, *, config: dict[str, Any] | None = None, description: str = "",
+          requires: tuple[str, ...] | list[str] = ()) -> SchedulerSpec:
+    """The ``register`` signature of ``register_schedulers``."""
+    return SchedulerSpec(name, class_name, dict(config or {}), description, tuple(requires))
+
+
 def registered_schedulers(pm: pluggy.PluginManager) -> dict[str, SchedulerSpec]:
-    cache = pm.__dict__.setdefault("provgen_schedulers", None)
-    if cache is not None:
-        return cache
-    specs: dict[str, SchedulerSpec] = {}
-
-    def register(name: str, class_name: str, *, config: dict[str, Any] | None = None, description: str = "",
-                 requires: tuple[str, ...] | list[str] = ()) -> None:
-        if name in specs:
-            raise PluginError(f"scheduler `{name}` is registered twice")
-        specs[name] = SchedulerSpec(name, class_name, dict(config or {}), description, tuple(requires))
-
-    call_hook(pm, "register_schedulers", register=register)
-    pm.provgen_schedulers = specs  # type: ignore[attr-defined]
-    return specs
+    return {name: entry.item for name, entry in collect(pm, "register_schedulers", _spec, lambda s: s.name).items()}
 
 
 def _compatible_class_names(pipeline: Any) -> set[str]:

@@ -26,7 +26,7 @@ from provgen.core.config import Settings
 from provgen.core.context import GenerationContext, ProvenanceContribution
 from provgen.core.errors import PluginHookError, SigningError, ValidationError
 from provgen.core.plugins import call_hook, plugin_versions
-from provgen.core.registries import get_watermark_method
+from provgen.core.registries import Registered, get_watermark_method, resolve_postprocessors
 from provgen.core.result import GeneratedImage, GenerationResult
 from provgen.provenance.fingerprint import phash
 
@@ -144,7 +144,8 @@ class ProvenanceLayer:
         request, timings = context.request, context.timings
         generation_id = uuid.uuid4().hex
         recipe, assertions, ingredients = self._recipe(context, generation_id)
-        method = get_watermark_method(self.pm, self.settings.watermark_method)
+        marker = get_watermark_method(self.pm, self.settings.watermark_method)
+        method = marker.item
         registry, signer = self.registry, self.signer  # open both before any work is done
         mime = mime_for_format(request.format)
         prepared: list[_Prepared] = []
@@ -152,7 +153,7 @@ class ProvenanceLayer:
         for index, image in enumerate(images):
             asset_id, watermark_id = registry.new_ids()
             t0 = time.perf_counter()
-            marked = method.embed(image, watermark_id)
+            marked = _embed(marker, image, watermark_id)
             t1 = time.perf_counter()
             fingerprint = phash(marked)
             t2 = time.perf_counter()
@@ -228,7 +229,11 @@ class ProvenanceLayer:
             "width": context.width,
             "height": context.height,
             "num_images": request.num_images,
-            "postprocess": list(request.postprocess),
+            "postprocess": [
+                {"name": entry.item.name, "args": args, "plugin": entry.plugin, "version": entry.item.version}
+                for entry, args in resolve_postprocessors(self.pm, request.postprocess)
+            ],
+            "plugin_options": _json_safe(dict(request.plugin_options)),
             "plugins": plugin_versions(self.pm),
             "plugins_data": plugins_data,
             "software": software_versions(),
@@ -292,6 +297,18 @@ class ProvenanceLayer:
             for path in (*temps, *renamed):
                 path.unlink(missing_ok=True)
             raise
+
+
+def _embed(marker: Registered, image: Image.Image, payload: int) -> Image.Image:
+    """Embed with the registered method; an unexpected failure names the plugin that registered it."""
+    from provgen.core.errors import ProvgenError
+
+    try:
+        return marker.item.embed(image, payload)
+    except ProvgenError:
+        raise
+    except Exception as error:
+        raise PluginHookError(marker.plugin, f"watermark {marker.item.name!r} embed", error) from error
 
 
 def _fsync_dir(path: Path) -> None:

@@ -74,7 +74,14 @@ def test_hook_register_conditioners() -> None:
             register("sketch", description="sketch guidance")
 
     engine = engine_with(Plugin())
-    assert conditioners(engine.pm)["sketch"].description == "sketch guidance"
+    entry = conditioners(engine.pm)["sketch"]
+    assert entry.item.description == "sketch guidance" and entry.plugin == "test-plugin-0"
+    from provgen.core.registries import check_plugin_options
+    from provgen.core.request import GenerationRequest
+
+    check_plugin_options(engine.pm, GenerationRequest(prompt="x", plugin_options={"sketch": {}}).plugin_options)
+    with pytest.raises(ValidationError, match="no conditioner named 'scribble'; installed: sketch"):
+        engine.generate(prompt="x", model="/nonexistent", plugin_options={"scribble": {}})
 
 
 def test_hook_register_postprocessors(tiny_sd_dir: Path, tmp_path: Path) -> None:
@@ -89,7 +96,8 @@ def test_hook_register_postprocessors(tiny_sd_dir: Path, tmp_path: Path) -> None
     got = np.asarray(inverted.images[0].open().convert("RGB"), dtype=np.int16)
     expected = 255 - np.asarray(plain, dtype=np.int16)
     assert np.abs(got - expected).mean() < 4  # equal up to the two (different) watermarks
-    assert inverted.recipe["postprocess"] == ["invert"]
+    assert inverted.recipe["postprocess"] == [{"name": "invert", "args": "", "plugin": "test-plugin-0",
+                                               "version": None}]
     with pytest.raises(ValidationError, match="unknown post-processor 'nope'; available: invert"):
         run(engine, tiny_sd_dir, tmp_path / "c", postprocess=("nope",))
 
@@ -452,7 +460,7 @@ def test_unknown_hook_name_in_plugin_is_rejected(tmp_path: Path, monkeypatch: py
             pass
     """})
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(Exception, match="register_schedulerz"):
+    with pytest.raises(PluginLoadError, match="plugin `typo`.*register_schedulerz"):
         make_plugin_manager()
 
 
@@ -478,3 +486,60 @@ def test_cli_broken_plugin_gives_clean_error(tmp_path: Path, monkeypatch: pytest
     result = CliRunner().invoke(build_cli(), ["plugins", "list"])
     assert result.exit_code == 1
     assert "plugin `badplug`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_failing_postprocessor_is_attributed(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
+    class Plugin:
+        name = "divider"
+
+        @hookimpl
+        def register_postprocessors(self, register):  # type: ignore[no-untyped-def]
+            register("divide", lambda image, args: image.resize((1 // int(args or 0), 1)))
+
+    with pytest.raises(PluginHookError, match="plugin `divider` failed in hook `post-processor 'divide'`: "
+                                              "ZeroDivisionError"):
+        run(engine_with(Plugin()), tiny_sd_dir, tmp_path / "out", postprocess=("divide",))
+    assert not (tmp_path / "out").exists() and count_assets(provgen_home) == 0
+
+
+def test_wrapping_a_per_plugin_hook_is_refused(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    class Wrapper:
+        name = "wrapper"
+
+        @hookimpl(wrapper=True)
+        def call_arguments(self, context):  # type: ignore[no-untyped-def]
+            return (yield)
+
+    with pytest.raises(PluginHookError, match="plugin `wrapper`.*cannot be wrapped"):
+        run(engine_with(Wrapper()), tiny_sd_dir, tmp_path)
+
+
+def test_plugin_registered_late_is_seen() -> None:
+    from provgen.core.registries import postprocessors
+
+    engine = engine_with()
+    assert "late" not in postprocessors(engine.pm)
+
+    class Late:
+        @hookimpl
+        def register_postprocessors(self, register):  # type: ignore[no-untyped-def]
+            register("late", lambda image, args: image)
+
+    engine.pm.register(Late(), name="late-plugin")
+    assert postprocessors(engine.pm)["late"].plugin == "late-plugin"
+
+
+def test_registering_a_name_twice_names_both_plugins() -> None:
+    from provgen.core.errors import PluginError
+
+    class Again:
+        name = "again"
+
+        @hookimpl
+        def register_schedulers(self, register):  # type: ignore[no-untyped-def]
+            register("ddim", "DDIMScheduler")
+
+    from provgen.core.schedulers import registered_schedulers
+
+    with pytest.raises(PluginError, match="`ddim` is registered twice .* plugins `(again` and `schedulers|schedulers` and `again)`"):
+        registered_schedulers(engine_with(Again()).pm)
