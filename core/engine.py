@@ -183,7 +183,7 @@ class Engine:
                     raise ValidationError(name if name != "num_images_per_prompt" else "num_images",
                                           f"{type(pipeline).__name__} does not support it")
                 del arguments[name]
-        pipeline.set_progress_bar_config(disable=not self.progress, leave=False)
+        pipeline.set_progress_bar_config(disable=not self.progress, desc="sampling")
         return arguments
 
     def _step_callback(self, context: GenerationContext) -> Callable[..., dict[str, Any]]:

@@ -249,3 +249,59 @@ def test_io_bytes_roundtrip_of_signed_png(generated: dict) -> None:
     data = Path(generated["images"][0]["path"]).read_bytes()
     with Image.open(io.BytesIO(data)) as image:
         assert image.size == (256, 256) and image.mode == "RGB"
+
+
+def test_schedulers_list_cli(tiny_sd_dir: Path) -> None:
+    code, out, _ = run("schedulers", "list", "--model", str(tiny_sd_dir), "--json")
+    assert code == 0
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["dpmpp_2m"]["class"] == "DPMSolverMultistepScheduler"
+    assert rows["dpmpp_2m"]["config"]["algorithm_type"] == "dpmsolver++"
+    assert rows["euler_a"]["class"] == "EulerAncestralDiscreteScheduler" and rows["lcm"]["available"]
+    code, out, _ = run("schedulers", "list", "--model", str(tiny_sd_dir))
+    assert code == 0 and out.splitlines()[0].split()[0] == "ddim"
+
+
+def test_organisation_certificate_via_cert_and_key(tiny_sd_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from provgen.provenance.keys import init_dev_keys
+
+    org = init_dev_keys(tmp_path / "org", organization="Example Org")
+    code, out, err = run("generate", "x", "--model", str(tiny_sd_dir), *SIZE, "--seed", "2", "--out",
+                         str(tmp_path / "out"), "--cert", str(org.signer_chain), "--key", str(org.signer_key),
+                         "--json")
+    assert code == 0, err
+    path = json.loads(out)["images"][0]["path"]
+    code, out, _ = run("verify", path, "--json")
+    [report] = json.loads(out)
+    assert report["c2pa"]["state"] == "Valid" and "signingCredential.untrusted" in report["c2pa"]["codes"]
+    assert report["verdict"] == "verified"  # Valid, and byte-identical to the registry's record
+    monkeypatch.setenv("PROVGEN_TRUST_ANCHORS", str(org.ca_cert))
+    code, out, _ = run("verify", path, "--json")
+    assert code == 0 and json.loads(out)[0]["c2pa"]["state"] == "Trusted"
+
+
+def test_cert_without_key_is_a_clear_error(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
+    (tmp_path / "cert.pem").write_text("x")
+    code, _, err = run("generate", "x", "--model", str(tiny_sd_dir), *SIZE, "--out", str(tmp_path / "out"),
+                       "--cert", str(tmp_path / "cert.pem"))
+    assert code == 2 and "`--key`" in err and "Traceback" not in err
+    assert count_rows(provgen_home, "assets") == 0
+
+
+def test_human_output_and_quiet(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    code, out, _ = run("generate", "x", "--model", str(tiny_sd_dir), *SIZE, "--seed", "5", "--out", str(tmp_path))
+    assert code == 0 and "asset=" in out and "seed=5" in out
+    code, out, _ = run("generate", "x", "--model", str(tiny_sd_dir), *SIZE, "--out", str(tmp_path), "--quiet")
+    assert code == 0 and out == ""
+
+
+def test_progress_bar_when_asked(tiny_sd_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from provgen.core import Engine
+
+    Engine(progress=True).generate(prompt="p", model=str(tiny_sd_dir), output_dir=tmp_path, width=64, height=64,
+                                   num_inference_steps=3, seed=1)
+    assert "3/3" in capsys.readouterr().err
+    Engine(progress=False).generate(prompt="p", model=str(tiny_sd_dir), output_dir=tmp_path, width=64, height=64,
+                                    num_inference_steps=3, seed=1)
+    assert "3/3" not in capsys.readouterr().err
