@@ -12,6 +12,7 @@ import importlib.util
 import io
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,28 +256,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     Concurrent upgrades are serialised (SQLite: write lock at BEGIN; PostgreSQL: an advisory lock).
     Raises :class:`RegistryError` if the database was created by a newer provgen or a step fails.
     """
+    _migrate(engine, "upgrading", command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database back to ``revision`` (``"base"`` drops every table). For maintenance and tests."""
+    _migrate(engine, "downgrading", command.downgrade, revision)
+
+
+def _migrate(engine: Engine, doing: str, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run one Alembic command in a single transaction, serialised against other processes."""
     try:
         with write_engine(engine).begin() as conn:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
             _ensure_known(conn, engine)
-            command.upgrade(alembic_config(conn), revision)
+            step(alembic_config(conn), revision)
     except DBAPIError as exc:
-        raise translate_error(exc, engine, "upgrading the schema of the registry") from exc
+        raise translate_error(exc, engine, f"{doing} the schema of the registry") from exc
     except CommandError as exc:
-        raise RegistryError(f"upgrading the registry `{mask_url(engine.url)}` failed: {exc}") from exc
-
-
-def downgrade(engine: Engine, revision: str) -> None:
-    """Migrate the database back to ``revision`` (``"base"`` drops every table). For maintenance and tests."""
-    try:
-        with write_engine(engine).begin() as conn:
-            _ensure_known(conn, engine)
-            command.downgrade(alembic_config(conn), revision)
-    except DBAPIError as exc:
-        raise translate_error(exc, engine, "downgrading the schema of the registry") from exc
-    except CommandError as exc:
-        raise RegistryError(f"downgrading the registry `{mask_url(engine.url)}` failed: {exc}") from exc
+        raise RegistryError(f"{doing} the registry `{mask_url(engine.url)}` failed: {exc}") from exc
 
 
 def check(engine: Engine) -> None:
