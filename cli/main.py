@@ -23,7 +23,7 @@ class ProvgenGroup(click.Group):
             return super().invoke(ctx)
         except ProvgenError as error:
             raise _ProvgenClickError(str(error), error.exit_code) from error
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as error:  # a bug, not a user error: say so without a traceback
             if os.environ.get("PROVGEN_DEBUG"):
@@ -93,7 +93,12 @@ cli = build_cli()
 
 
 def main() -> None:
-    cli(prog_name="provgen")
+    try:
+        cli(prog_name="provgen")
+    except BrokenPipeError:
+        # the reader went away (`provgen ... | head`): not an error; silence the flush at exit too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover
