@@ -41,7 +41,7 @@ def show(cert: str | None, as_json: bool) -> None:
     from pathlib import Path
 
     from provgen.core.errors import KeyConfigError
-    from provgen.provenance.keys import describe_certificate
+    from provgen.provenance.certificates import describe_certificate
 
     settings = settings_from()
     path = Path(cert) if cert else (settings.cert_path or settings.keys_dir / "signer.pem")

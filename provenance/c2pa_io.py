@@ -20,7 +20,8 @@ from typing import Any
 import c2pa
 
 from provgen.core.errors import InputImageError, KeyConfigError, SigningError, ValidationError
-from provgen.provenance.keys import SigningIdentity, certificate_problems
+from provgen.provenance.certificates import certificate_problems
+from provgen.provenance.keys import SigningIdentity
 
 __all__ = [
     "TRAINED_ALGORITHMIC_MEDIA",

@@ -541,5 +541,6 @@ def test_registering_a_name_twice_names_both_plugins() -> None:
 
     from provgen.core.schedulers import registered_schedulers
 
-    with pytest.raises(PluginError, match="`ddim` is registered twice .* plugins `(again` and `schedulers|schedulers` and `again)`"):
+    pattern = "`ddim` is registered twice .* plugins `(again` and `schedulers|schedulers` and `again)`"
+    with pytest.raises(PluginError, match=pattern):
         registered_schedulers(engine_with(Again()).pm)
