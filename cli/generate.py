@@ -12,8 +12,9 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
 
 @click.command()
 @click.argument("prompt")
-@click.option("--model", "-m", envvar="PROVGEN_MODEL", required=True, show_envvar=True,
-              help="Local diffusers folder, or a hub id already in the local Hugging Face cache.")
+@click.option("--model", "-m", default=None,
+              help="A model name from `provgen models list`, a local diffusers folder, or a hub id already in the "
+                   "local Hugging Face cache (default: PROVGEN_MODEL).")
 @click.option("--negative-prompt", "-n", default=None, help="What to steer away from.")
 @click.option("--width", "-W", type=int, default=None, help="Width in pixels (multiple of 8; default: model's).")
 @click.option("--height", "-H", type=int, default=None, help="Height in pixels (multiple of 8; default: model's).")
@@ -42,7 +43,7 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
               help="Private key (PEM) for --cert.")
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def generate(prompt: str, model: str, negative_prompt: str | None, width: int | None, height: int | None,
+def generate(prompt: str, model: str | None, negative_prompt: str | None, width: int | None, height: int | None,
              num_inference_steps: int, guidance_scale: float, seed: int | None, num_images: int,
              scheduler: str | None, output_dir: Path, fmt: str, quality: int, postprocess: tuple[str, ...],
              user: str | None, device: str | None, dtype: str | None, cert: Path | None, key: Path | None,

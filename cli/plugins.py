@@ -33,13 +33,17 @@ def schedulers() -> None:
 
 
 @schedulers.command("list")
-@click.option("--model", "-m", envvar="PROVGEN_MODEL", required=True, help="Model folder or cached hub id.")
+@click.option("--model", "-m", default=None,
+              help="Model name, folder or cached hub id (default: PROVGEN_MODEL).")
 @json_option
-def schedulers_list(model: str, as_json: bool) -> None:
+def schedulers_list(model: str | None, as_json: bool) -> None:
     """List the schedulers that work with MODEL, by short name and by class name."""
     from provgen.core.engine import Engine
 
     engine = Engine(progress=False, device="cpu", dtype="float32")
+    model = model or engine.settings.default_model
+    if model is None:
+        raise click.UsageError("Missing option '--model' (or set PROVGEN_MODEL).")
     choices = engine.schedulers(model)
     rows = [{"name": name, "class": c.spec.class_name, "config": c.spec.config,
              "description": c.spec.description, "available": c.available, "reason": c.reason}

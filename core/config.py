@@ -36,6 +36,8 @@ class Settings:
     #: torch device / dtype override ("cuda", "cpu", "mps"; "float16", "bfloat16", "float32")
     device: str | None = None
     dtype: str | None = None
+    #: ``--model`` when none is given (``PROVGEN_MODEL``)
+    default_model: str | None = None
     #: watermark method name used for new images
     watermark_method: str = "provgen-grid/1"
     #: the largest pHash Hamming distance accepted as a fingerprint match (64-bit pHash)
@@ -78,6 +80,7 @@ def load_settings(**overrides: object) -> Settings:
         device=os.environ.get("PROVGEN_DEVICE") or None,
         dtype=os.environ.get("PROVGEN_DTYPE") or None,
         watermark_method=os.environ.get("PROVGEN_WATERMARK") or "provgen-grid/1",
+        default_model=os.environ.get("PROVGEN_MODEL") or None,
     )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "home" in overrides and "registry_url" not in overrides and not os.environ.get("PROVGEN_REGISTRY_URL"):

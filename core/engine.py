@@ -23,7 +23,7 @@ from provgen.core.context import GenerationContext
 from provgen.core.errors import PluginHookError, ValidationError
 from provgen.core.models import LoadedModel, load_pipeline, model_content_hash, resolve_model_path
 from provgen.core.plugins import call_hook, get_plugin_manager
-from provgen.core.registries import apply_postprocessors, check_plugin_options, resolve_postprocessors
+from provgen.core.registries import apply_postprocessors, check_plugin_options, models, resolve_postprocessors
 from provgen.core.request import MAX_SEED, GenerationRequest
 from provgen.core.result import GenerationResult
 from provgen.core.schedulers import SchedulerChoice, available_schedulers, make_scheduler, resolve_scheduler
@@ -77,7 +77,7 @@ class Engine:
     def load(self, model: str) -> tuple[LoadedModel, Any]:
         """The pipeline for ``model`` (cached), with its content hash."""
         device, dtype = self.device, self.dtype
-        path = resolve_model_path(model)
+        path = resolve_model_path(model, registered=models(self.pm))
         key = (str(path), str(device), str(dtype))
         with self._lock:
             if key in self._pipelines:
@@ -114,7 +114,10 @@ class Engine:
         # 1. Check inputs. Raise before any heavy work.
         request.check_inputs()
         if request.model is None:
-            raise ValidationError("model", "no model given; pass --model PATH_OR_HUB_ID (or model=...)")
+            if self.settings.default_model is None:
+                raise ValidationError("model", "no model given; pass --model NAME_OR_PATH (or model=...), "
+                                               "or set PROVGEN_MODEL; `provgen models list` shows named models")
+            request = request.replace(model=self.settings.default_model)
         resolve_postprocessors(self.pm, request.postprocess)
         check_plugin_options(self.pm, request.plugin_options)
         call_hook(self.pm, "validate_request", request=request, settings=self.settings)

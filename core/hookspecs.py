@@ -64,6 +64,20 @@ def register_schedulers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_models(register: Callable[..., None]) -> None:
+    """Register models by name, so ``--model NAME`` finds a folder the plugin ships or knows about.
+
+    Called the first time a model name is resolved (``generate``, ``schedulers list``, ``models list``).
+    A registered name wins over a hub id of the same spelling; a path that exists on disk wins over both.
+
+    :param register: call ``register(name, path, description="")`` where ``path`` is a local diffusers
+        folder (with ``model_index.json``). Registering a name twice raises
+        :class:`~provgen.core.errors.PluginError`.
+    :return: nothing.
+    """
+
+
+@hookspec
 def register_conditioners(register: Callable[..., None]) -> None:
     """Register conditioners: features that add inputs to sampling (ControlNet, IP-Adapter, LoRA, img2img).
 

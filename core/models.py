@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,12 @@ class LoadedModel:
     pipeline_class: str
 
 
-def resolve_model_path(model: str) -> Path:
-    """A local diffusers folder, or a hub id already in the local Hugging Face cache. Never downloads."""
+def resolve_model_path(model: str, registered: Mapping[str, Any] | None = None) -> Path:
+    """A local diffusers folder, a name registered by a plugin (``register_models``), or a hub id already in
+    the local Hugging Face cache. Never downloads."""
     path = Path(model).expanduser()
+    if not path.exists() and registered and model in registered:
+        path = registered[model].item.path
     if path.exists():
         if not path.is_dir() or not (path / "model_index.json").is_file():
             raise ModelLoadError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -26,6 +27,8 @@ __all__ = [
     "collect",
     "postprocessors",
     "conditioners",
+    "models",
+    "ModelEntry",
     "watermark_methods",
     "get_watermark_method",
     "resolve_postprocessors",
@@ -43,6 +46,13 @@ class PostProcessor:
     function: Callable[[Image.Image, str], Image.Image]
     description: str = ""
     version: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,12 @@ def collect(pm: pluggy.PluginManager, hook: str, make: Callable[..., Any],
 
 def postprocessors(pm: pluggy.PluginManager) -> dict[str, Registered]:
     return collect(pm, "register_postprocessors", PostProcessor, lambda p: p.name)
+
+
+def models(pm: pluggy.PluginManager) -> dict[str, Registered]:
+    """Models registered by name (``register_models``)."""
+    return collect(pm, "register_models", lambda name, path, description="": ModelEntry(name, Path(path), description),
+                   lambda m: m.name)
 
 
 def conditioners(pm: pluggy.PluginManager) -> dict[str, Registered]:

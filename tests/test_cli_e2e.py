@@ -305,3 +305,35 @@ def test_progress_bar_when_asked(tiny_sd_dir: Path, tmp_path: Path, capsys: pyte
     Engine(progress=False).generate(prompt="p", model=str(tiny_sd_dir), output_dir=tmp_path, width=64, height=64,
                                     num_inference_steps=3, seed=1)
     assert "3/3" not in capsys.readouterr().err
+
+
+def test_models_list_and_named_model(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from provgen.core import hookimpl
+    from provgen.core.models import model_content_hash
+    from provgen.core.plugins import make_plugin_manager, reset_plugin_manager
+
+    class Models:
+        @hookimpl
+        def register_models(self, register):  # type: ignore[no-untyped-def]
+            register("tiny", tiny_sd_dir, description="tiny random SD")
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(Models(), name="test-models")
+    reset_plugin_manager(pm)
+    code, out, _ = run("models", "list", "--json")
+    assert code == 0
+    [row] = [r for r in json.loads(out) if r["name"] == "tiny"]
+    assert row["sha256"] == model_content_hash(tiny_sd_dir) and row["pipeline_class"] == "StableDiffusionPipeline"
+    assert row["plugin"] == "test-models" and row["default"] is False
+    code, out, err = run("generate", "x", "--model", "tiny", *SIZE, "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    assert json.loads(out)["model_hash"] == row["sha256"]
+
+
+def test_model_from_environment(tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run("generate", "x", *SIZE, "--out", str(tmp_path))
+    assert code == 2 and "no model given" in err
+    monkeypatch.setenv("PROVGEN_MODEL", str(tiny_sd_dir))
+    code, out, err = run("generate", "x", *SIZE, "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    assert json.loads(out)["model_id"] == str(tiny_sd_dir)

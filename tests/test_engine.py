@@ -201,7 +201,16 @@ def test_request_validation_messages() -> None:
         GenerationRequest(prompt="x", width=100).check_inputs()
     with pytest.raises(ValidationError, match="`num_images`"):
         GenerationRequest(prompt="x", num_images=0).check_inputs()
+
+
+
+def test_default_model_comes_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from provgen.core.errors import ModelLoadError
+
     with pytest.raises(ValidationError, match="`model`: no model given"):
+        Engine(progress=False).generate(prompt="x")
+    monkeypatch.setenv("PROVGEN_MODEL", str(tmp_path / "no-such-model"))
+    with pytest.raises(ModelLoadError, match="no-such-model"):
         Engine(progress=False).generate(prompt="x")
 
 

@@ -67,6 +67,23 @@ def test_hook_register_schedulers(tiny_sd_dir: Path, tmp_path: Path) -> None:
     assert result.recipe["scheduler"]["config"]["timestep_spacing"] == "trailing"
 
 
+def test_hook_register_models(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from provgen.core.models import model_content_hash
+
+    class Plugin:
+        name = "tiny-models"
+
+        @hookimpl
+        def register_models(self, register):  # type: ignore[no-untyped-def]
+            register("tiny", tiny_sd_dir, description="a tiny random SD")
+
+    engine = engine_with(Plugin())
+    result = run(engine, tiny_sd_dir, tmp_path, model="tiny")
+    assert result.model_id == "tiny" and result.recipe["model"]["id"] == "tiny"
+    assert result.model_hash == model_content_hash(tiny_sd_dir)
+    assert "ddim" in engine.schedulers("tiny")
+
+
 def test_hook_register_conditioners() -> None:
     class Plugin:
         @hookimpl
