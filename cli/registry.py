@@ -19,7 +19,7 @@ def show(asset_id: str, as_json: bool) -> None:
     """Show the record of ASSET_ID (full id or a unique prefix of 8+ characters)."""
     from provgen.provenance.registry import open_registry
 
-    store = open_registry(settings_from().registry_url)
+    store = open_registry(settings_from().registry_url, upgrade="blank")
     try:
         summary = store.asset_summary(store.get_asset(asset_id))
     finally:

@@ -28,7 +28,7 @@ def verify(files: tuple[Path, ...], as_json: bool) -> None:
     from provgen.provenance.verify import verify_file
 
     settings = settings_from()
-    registry = open_registry(settings.registry_url)
+    registry = open_registry(settings.registry_url, upgrade="blank")
     methods = [entry.item for entry in watermark_methods(get_plugin_manager()).values()]
     anchors = trust_anchors_pem(settings)
     try:

@@ -59,6 +59,11 @@ class Ingredient:
     relationship: str = "inputTo"
     #: the id actions refer to in ``parameters.ingredientIds``
     label: str | None = None
+    #: the part it played, recorded on the registry's lineage edge (``init_image``, ``mask``, ``controlnet``,
+    #: ``ip_adapter``, ...)
+    role: str = "input"
+    #: where it came from (a file path or URI), recorded on the registry's asset for it
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.relationship not in _RELATIONSHIPS:

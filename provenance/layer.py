@@ -112,7 +112,7 @@ class ProvenanceLayer:
             if self._registry is None:
                 from provgen.provenance.registry import open_registry
 
-                self._registry = open_registry(self.settings.registry_url)
+                self._registry = open_registry(self.settings.registry_url, upgrade="blank")
             return self._registry
 
     @property
@@ -176,7 +176,7 @@ class ProvenanceLayer:
                                       signed.manifest_store, marked.width, marked.height))
         timings.update(stage)
         t0 = time.perf_counter()
-        paths = self._write_and_register(context, generation_id, recipe, method.name, prepared)
+        paths = self._write_and_register(context, generation_id, recipe, method.name, prepared, ingredients)
         timings["register"] = time.perf_counter() - t0
         return GenerationResult(
             generation_id=generation_id,
@@ -244,8 +244,9 @@ class ProvenanceLayer:
         return recipe, assertions, ingredients
 
     def _write_and_register(self, context: GenerationContext, generation_id: str, recipe: dict,
-                            method_name: str, prepared: list[_Prepared]) -> list[Path]:
-        from provgen.provenance.registry import Asset, Generation
+                            method_name: str, prepared: list[_Prepared], ingredients: list[Ingredient]
+                            ) -> list[Path]:
+        from provgen.provenance.registry import Asset, Generation, LineageEdge
 
         request = context.request
         out_dir = Path(request.output_dir).expanduser().resolve()
@@ -287,6 +288,13 @@ class ProvenanceLayer:
                           manifest_store=p.manifest_store)
                     for p, final in zip(prepared, finals, strict=True)
                 ])
+                for ingredient in ingredients:  # inputs become assets (or are found) and lineage edges
+                    parent = self.registry.record_input(session, data=ingredient.data, path=ingredient.source)
+                    session.add_all([
+                        LineageEdge(parent_id=parent.id, child_id=p.asset_id, generation_id=generation_id,
+                                    relation=ingredient.relationship, role=ingredient.role)
+                        for p in prepared
+                    ])
                 session.flush()  # constraint errors surface here, before any file is in place
                 for tmp, final in zip(temps, finals, strict=True):
                     os.replace(tmp, final)

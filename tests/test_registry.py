@@ -260,7 +260,9 @@ def test_models_validate_fields():
     with pytest.raises(ValidationError, match="asset.watermark_id"):
         Asset(watermark_id=2**48)
     with pytest.raises(ValidationError, match="asset.format"):
-        Asset(format="gif")
+        Asset(format="GIF!")
+    with pytest.raises(ValidationError, match="asset.kind"):
+        Asset(kind="borrowed")
     with pytest.raises(ValidationError, match="generation.seed"):
         Generation(seed=-1)
     with pytest.raises(ValueError, match="naive"):

@@ -272,10 +272,20 @@ def _migrate(engine: Engine, doing: str, step: Callable[[Config, str], None], re
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_UPGRADE_LOCK})
             _ensure_known(conn, engine)
             step(alembic_config(conn), revision)
+            if step is command.upgrade and _has_audit_log(conn):
+                from provgen.provenance.registry.audit import backfill
+
+                backfill(conn)  # records older than the audit log enter it once, in creation order
     except DBAPIError as exc:
         raise translate_error(exc, engine, f"{doing} the schema of the registry") from exc
     except CommandError as exc:
         raise RegistryError(f"{doing} the registry `{mask_url(engine.url)}` failed: {exc}") from exc
+
+
+def _has_audit_log(conn: Connection) -> bool:
+    from sqlalchemy import inspect
+
+    return inspect(conn).has_table("audit_log")
 
 
 def check(engine: Engine) -> None:

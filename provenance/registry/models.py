@@ -1,8 +1,11 @@
 """Typed SQLAlchemy 2.0 models of the lineage registry.
 
-One :class:`Generation` row per call to ``generate`` (the full recipe, the model and the plugins that ran)
-and one :class:`Asset` row per image written (its hashes, watermark id, perceptual hash and signed C2PA
-manifest store).
+One :class:`Generation` row per call to ``generate`` (the full recipe, the model and the plugins that ran);
+one :class:`Asset` row per image written (its hashes, watermark id, perceptual hash and signed C2PA manifest
+store) or per external input image (``kind="external"``); :class:`LineageEdge` rows between assets
+(``parentOf``/``inputTo`` with a role); :class:`Verification` rows for every recorded ``provgen verify``;
+the append-only hash chain :class:`AuditEntry` over all of those; and signed :class:`Checkpoint` rows of the
+chain head.
 
 The schema is owned by the Alembic revisions in ``migrations/versions``; ``Base.metadata.create_all`` is for
 tests only. After changing a model, autogenerate a revision (see ``migrations/alembic.ini``) and review it.
@@ -22,6 +25,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -38,6 +42,11 @@ __all__ = [
     "Base",
     "Generation",
     "Asset",
+    "LineageEdge",
+    "Verification",
+    "AuditEntry",
+    "Checkpoint",
+    "AUDITED",
     "UTCDateTime",
     "new_id",
     "utcnow",
@@ -46,8 +55,17 @@ __all__ = [
     "MAX_SEED",
 ]
 
-#: image formats an asset may have
+#: image formats a generated asset may have (external inputs may have any format Pillow reads)
 IMAGE_FORMATS = ("png", "jpeg", "webp")
+#: what an asset row describes: an image provgen wrote, or an input image it was given
+ASSET_KINDS = ("generated", "external")
+#: C2PA ingredient relationships, used as lineage edge relations
+RELATIONS = ("parentOf", "inputTo", "componentOf")
+#: verdicts of ``provgen verify``
+VERDICTS = ("verified", "recovered", "tampered", "unknown")
+#: the 64-bit pHash is also stored as four 16-bit bands, each indexed: multi-index hashing (pigeonhole: two
+#: hashes within Hamming distance d share a band within distance d // 4), so nearest lookups never scan
+PHASH_BANDS = 4
 #: width of a watermark id in bits
 WATERMARK_BITS = 48
 #: largest seed (seeds are 0..2**63-1, a signed 64-bit column)
@@ -171,37 +189,53 @@ class Generation(Base):
 
 
 class Asset(Base):
-    """One image written by a generation."""
+    """One image: written by a generation (``kind="generated"``) or given to one as input (``"external"``).
+
+    Generated assets have every column; external ones have their hashes, format, size and source (``path``:
+    a file path or URI) and no generation, watermark or manifest of ours.
+    """
 
     __tablename__ = "assets"
     __table_args__ = (
         UniqueConstraint("generation_id", "batch_index"),
-        CheckConstraint("format IN ('png', 'jpeg', 'webp')", name="format"),
+        CheckConstraint("kind IN ('generated', 'external')", name="kind"),
+        CheckConstraint(
+            "kind = 'external' OR (format IN ('png', 'jpeg', 'webp') AND generation_id IS NOT NULL "
+            "AND batch_index IS NOT NULL AND seed IS NOT NULL AND watermark_id IS NOT NULL "
+            "AND watermark_method IS NOT NULL AND manifest_label IS NOT NULL AND manifest_store IS NOT NULL)",
+            name="generated_complete",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
-    batch_index: Mapped[int] = mapped_column(Integer)
-    seed: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    #: sha256 hex of the file as written
+    kind: Mapped[str] = mapped_column(String(16), default="generated", server_default="generated")
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"), index=True)
+    batch_index: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    #: sha256 hex of the file as written (or as given, for inputs)
     sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     #: 48-bit id embedded by the invisible watermark
-    watermark_id: Mapped[int] = mapped_column(BigInteger, unique=True, index=True)
-    watermark_method: Mapped[str] = mapped_column(String(64))
-    #: 64-bit perceptual hash as 16 hex characters
-    phash: Mapped[str] = mapped_column(String(16), index=True)
-    format: Mapped[str] = mapped_column(String(8))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
+    watermark_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
+    watermark_method: Mapped[str | None] = mapped_column(String(64))
+    #: 64-bit perceptual hash as 16 hex characters (None for an input Pillow cannot read)
+    phash: Mapped[str | None] = mapped_column(String(16), index=True)
+    #: ``phash`` split into four 16-bit bands (most significant first), set from ``phash`` automatically
+    phash_0: Mapped[int | None] = mapped_column(Integer, index=True)
+    phash_1: Mapped[int | None] = mapped_column(Integer, index=True)
+    phash_2: Mapped[int | None] = mapped_column(Integer, index=True)
+    phash_3: Mapped[int | None] = mapped_column(Integer, index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    #: absolute path the file was written to
-    path: Mapped[str] = mapped_column(Text)
-    manifest_label: Mapped[str] = mapped_column(String(255), unique=True, index=True)
+    #: absolute path the file was written to (inputs: the path or URI it came from, if known)
+    path: Mapped[str | None] = mapped_column(Text)
+    manifest_label: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
     #: the signed C2PA manifest store, kept so it can be re-attached to a stripped copy
-    manifest_store: Mapped[bytes] = mapped_column(LargeBinary)
+    manifest_store: Mapped[bytes | None] = mapped_column(LargeBinary)
 
-    generation: Mapped[Generation] = relationship(back_populates="assets", lazy="joined")
+    generation: Mapped[Generation | None] = relationship(back_populates="assets", lazy="joined")
 
     @validates("id")
     def _validate_id(self, key: str, value: str) -> str:
@@ -212,21 +246,30 @@ class Asset(Base):
         return _check_hex(f"asset.{key}", value, 64)
 
     @validates("phash")
-    def _validate_phash(self, key: str, value: str) -> str:
-        return _check_hex(f"asset.{key}", value, 16)
+    def _validate_phash(self, key: str, value: str | None) -> str | None:
+        bands = phash_bands(None if value is None else _check_hex(f"asset.{key}", value, 16))
+        for index, band in enumerate(bands):
+            setattr(self, f"phash_{index}", band)
+        return value
 
     @validates("seed")
-    def _validate_seed(self, key: str, value: int) -> int:
-        return _check_range(f"asset.{key}", value, 0, MAX_SEED)
+    def _validate_seed(self, key: str, value: int | None) -> int | None:
+        return None if value is None else _check_range(f"asset.{key}", value, 0, MAX_SEED)
 
     @validates("watermark_id")
-    def _validate_watermark_id(self, key: str, value: int) -> int:
-        return _check_range(f"asset.{key}", value, 0, 2**WATERMARK_BITS - 1)
+    def _validate_watermark_id(self, key: str, value: int | None) -> int | None:
+        return None if value is None else _check_range(f"asset.{key}", value, 0, 2**WATERMARK_BITS - 1)
+
+    @validates("kind")
+    def _validate_kind(self, key: str, value: str) -> str:
+        if value not in ASSET_KINDS:
+            raise ValidationError(f"asset.{key}", f"must be one of {', '.join(ASSET_KINDS)}, got {value!r}")
+        return value
 
     @validates("format")
     def _validate_format(self, key: str, value: str) -> str:
-        if value not in IMAGE_FORMATS:
-            raise ValidationError(f"asset.{key}", f"must be one of {', '.join(IMAGE_FORMATS)}, got {value!r}")
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]{1,16}", value):
+            raise ValidationError(f"asset.{key}", f"must be a lowercase format name such as png, got {value!r}")
         return value
 
     def __repr__(self) -> str:
@@ -234,3 +277,118 @@ class Asset(Base):
             f"Asset(id={self.id!r}, generation_id={self.generation_id!r}, batch_index={self.batch_index!r}, "
             f"format={self.format!r}, sha256={self.sha256[:12] + '…' if self.sha256 else None!r})"
         )
+
+
+def phash_bands(phash: str | None) -> tuple[int | None, ...]:
+    """The four 16-bit bands of a 64-bit pHash (16 hex characters), most significant first."""
+    if phash is None:
+        return (None,) * PHASH_BANDS
+    value = int(phash, 16)
+    return tuple((value >> (16 * (PHASH_BANDS - 1 - i))) & 0xFFFF for i in range(PHASH_BANDS))
+
+
+class LineageEdge(Base):
+    """``parent`` was used to make ``child``: ``parentOf`` (the image edited) or ``inputTo`` (a conditioning
+    input), with the role it played (``init_image``, ``mask``, ``controlnet``, ``ip_adapter``, ...)."""
+
+    __tablename__ = "lineage_edges"
+    __table_args__ = (
+        UniqueConstraint("parent_id", "child_id", "role"),
+        CheckConstraint("relation IN ('parentOf', 'inputTo', 'componentOf')", name="relation"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    parent_id: Mapped[str] = mapped_column(ForeignKey("assets.id"), index=True)
+    child_id: Mapped[str] = mapped_column(ForeignKey("assets.id"), index=True)
+    #: the generation that used ``parent`` to make ``child``
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"), index=True)
+    relation: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(64))
+
+    @validates("relation")
+    def _validate_relation(self, key: str, value: str) -> str:
+        if value not in RELATIONS:
+            raise ValidationError(f"edge.{key}", f"must be one of {', '.join(RELATIONS)}, got {value!r}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"LineageEdge({self.parent_id!r} -{self.relation}/{self.role}-> {self.child_id!r})"
+
+
+class Verification(Base):
+    """One file checked by ``provgen verify``: its verdict, the evidence and the asset it resolved to."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('verified', 'recovered', 'tampered', 'unknown')", name="verdict"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    requester: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    verdict: Mapped[str] = mapped_column(String(16), index=True)
+    #: how the record was found: manifest, sha256, watermark, fingerprint or None
+    match: Mapped[str | None] = mapped_column(String(16))
+    asset_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id"), index=True)
+    #: the full report, JSON
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    @validates("verdict")
+    def _validate_verdict(self, key: str, value: str) -> str:
+        if value not in VERDICTS:
+            raise ValidationError(f"verification.{key}", f"must be one of {', '.join(VERDICTS)}, got {value!r}")
+        return value
+
+
+class AuditEntry(Base):
+    """One entry of the append-only audit log, a hash chain over every record written.
+
+    ``record_hash`` is the sha256 of the record's canonical JSON as stored; ``entry_hash`` the sha256 of this
+    entry's canonical JSON (time, type, id, action, record hash) and ``prev_hash``, the previous entry's hash
+    (64 zeros for the first). ``seq`` numbers entries 1, 2, 3, ... See ``provgen.provenance.registry.audit``.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_record", "record_type", "record_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: ``generation``, ``asset``, ``edge`` or ``verification``
+    record_type: Mapped[str] = mapped_column(String(32))
+    record_id: Mapped[str] = mapped_column(String(64))
+    #: ``insert`` or ``update`` (records are never deleted)
+    action: Mapped[str] = mapped_column(String(16))
+    record_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Checkpoint(Base):
+    """A signed statement of the audit chain head: "entry ``seq`` had hash ``head_hash`` at ``created_at``"."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    #: the exact bytes signed: canonical JSON of registry, seq, head_hash, created_at
+    payload: Mapped[str] = mapped_column(Text)
+    #: JOSE name of the signature algorithm (ES256, ES384, ES512, PS256, EdDSA)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    #: PEM chain of the signer, leaf first
+    certificate_chain: Mapped[str] = mapped_column(Text)
+    signer: Mapped[str] = mapped_column(String(512))
+
+
+#: record type name -> model, for every table the audit log covers
+AUDITED: dict[str, type[Base]] = {
+    "generation": Generation,
+    "asset": Asset,
+    "edge": LineageEdge,
+    "verification": Verification,
+}

@@ -14,21 +14,35 @@ Every database failure leaves as :class:`~provgen.core.errors.RegistryError`, a 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
+import itertools
 import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
 from provgen.core.errors import NotFoundError, RegistryError, ValidationError
-from provgen.provenance.registry import db
-from provgen.provenance.registry.models import WATERMARK_BITS, Asset, Base, Generation, new_id
+from provgen.provenance.registry import audit, db
+from provgen.provenance.registry.models import (
+    PHASH_BANDS,
+    WATERMARK_BITS,
+    Asset,
+    Base,
+    Generation,
+    LineageEdge,
+    Verification,
+    new_id,
+    phash_bands,
+)
 
 __all__ = ["Registry", "open_registry"]
 
@@ -36,14 +50,18 @@ _HEX_PREFIX = re.compile(r"[0-9a-f]{8,32}")
 _PHASH = re.compile(r"[0-9a-f]{16}")
 #: ids per IN (...) when resolving ties; keeps statements small on every backend
 _IN_CHUNK = 500
+#: largest per-band radius searched through the band indexes (697 values per band at 3)
+_MAX_BAND_RADIUS = 3
 _M = TypeVar("_M", Asset, Generation)
 
 
-def open_registry(url: str, *, upgrade: bool = True) -> Registry:
+def open_registry(url: str, *, upgrade: bool | Literal["blank"] = True) -> Registry:
     """Connect to the registry at ``url``, migrate it to the newest schema and return it.
 
     :param url: ``sqlite:///PATH`` or ``postgresql+psycopg://USER:PASSWORD@HOST/DB``.
-    :param upgrade: migrate an older (or blank) database; with ``False`` such a database is an error.
+    :param upgrade: ``True`` migrates an older (or blank) database; ``"blank"`` creates the tables in a blank
+        database but refuses an older one (what the CLI does: a shared registry is migrated on purpose, with
+        ``provgen registry migrate``); ``False`` refuses both.
     :raises RegistryError: unreachable, unsupported URL, made by a newer provgen, or not at the newest schema.
     """
     engine = db.make_engine(url)
@@ -55,10 +73,10 @@ def open_registry(url: str, *, upgrade: bool = True) -> Registry:
             raise db.translate_error(
                 exc, engine, "connecting to the registry", _connect_hint(engine)
             ) from exc
-        if upgrade:
+        if upgrade is True or (upgrade == "blank" and db.ensure_known_revision(engine) is None):
             db.upgrade(engine)
         else:
-            _require_head(engine)
+            _require_head(engine, hint="run `provgen registry migrate`" if upgrade == "blank" else "")
     except BaseException:
         engine.dispose()
         raise
@@ -71,14 +89,14 @@ def _connect_hint(engine: Engine) -> str:
     return "check the URL, and that the server is running and accepts this user"
 
 
-def _require_head(engine: Engine) -> None:
+def _require_head(engine: Engine, hint: str = "") -> None:
     current, head = db.ensure_known_revision(engine), db.head_revision()
     if current == head:
         return
     state = f"at schema revision {current!r}" if current else "blank (no registry tables)"
     raise RegistryError(
         f"the registry `{db.mask_url(engine.url)}` is {state} but this provgen needs {head!r}; "
-        "open it with upgrade=True to migrate it"
+        + (hint or "open it with upgrade=True to migrate it")
     )
 
 
@@ -91,6 +109,8 @@ class Registry:
         self.url = db.mask_url(engine.url)
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(bind=db.write_engine(engine), expire_on_commit=False)
+        for factory in (self._sessions, self._write_sessions):
+            audit.install(factory)  # every ORM write appends to the audit chain; deletes are refused
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r})"
@@ -220,6 +240,9 @@ class Registry:
         """The asset whose 64-bit perceptual hash is nearest to ``phash`` (Hamming), and that distance.
 
         Only matches at distance ``<= max_distance`` count; ties go to the newest asset. ``None`` if none.
+        Multi-index hashing: by pigeonhole a hash within distance d shares one of its four 16-bit bands with
+        the target up to d // 4 flipped bits, so only rows whose band is in those small sets (indexed
+        columns) are candidates; up to d = 15 no scan happens. Larger d falls back to a streamed scan.
         """
         target = phash.lower() if isinstance(phash, str) else ""
         if not _PHASH.fullmatch(target):
@@ -227,51 +250,135 @@ class Registry:
         if isinstance(max_distance, bool) or not isinstance(max_distance, int) or not 0 <= max_distance <= 64:
             raise ValidationError("max_distance", f"must be an integer in 0..64, got {max_distance!r}")
         wanted = int(target, 16)
-        best, tied = max_distance + 1, []
-        # A full scan of (id, phash) only, streamed in batches: fine up to a few million assets.
-        # TODO(scale): replace with an index, multi-index hashing (split the 64 bits into max_distance+1
-        # chunks, look up exact chunk matches through indexed columns, verify candidates) with the scale work.
+        radius = max_distance // PHASH_BANDS
+        stmt = select(Asset.id, Asset.phash, Asset.created_at).where(Asset.phash.is_not(None))
+        if radius <= _MAX_BAND_RADIUS:
+            bands = phash_bands(target)
+            stmt = stmt.where(or_(*(
+                getattr(Asset, f"phash_{index}").in_(_ball16(band, radius)) for index, band in enumerate(bands)
+            )))
+        best: tuple[int, Any, str] | None = None
         with self._reading("searching perceptual hashes in the registry") as session:
-            rows = session.execute(select(Asset.id, Asset.phash).execution_options(yield_per=10_000))
-            for asset_id, asset_phash in rows:
+            for asset_id, asset_phash, created_at in session.execute(stmt.execution_options(yield_per=10_000)):
                 distance = (int(asset_phash, 16) ^ wanted).bit_count()
                 if distance > max_distance:
                     continue
-                if distance < best:
-                    best, tied = distance, [asset_id]
-                elif distance == best:
-                    tied.append(asset_id)
-            if not tied:
+                key = (-distance, created_at, asset_id)  # nearest first, then newest
+                if best is None or key > (-best[0], best[1], best[2]):
+                    best = (distance, created_at, asset_id)
+            if best is None:
                 return None
-            newest: Asset | None = None
-            for chunk in _chunks(tied, _IN_CHUNK):
-                stmt = (
-                    select(Asset)
-                    .options(*_eager(Asset))
-                    .where(Asset.id.in_(chunk))
-                    .order_by(Asset.created_at.desc(), Asset.id.desc())
-                    .limit(1)
-                )
-                candidate = session.scalars(stmt).unique().first()
-                if candidate is not None and (
-                    newest is None or (candidate.created_at, candidate.id) > (newest.created_at, newest.id)
-                ):
-                    newest = candidate
-        return (newest, best) if newest is not None else None
+            asset = session.scalars(select(Asset).options(*_eager(Asset)).where(Asset.id == best[2])).unique().one()
+        return asset, best[0]
+
+    # -- lineage, verifications, audit -------------------------------------------------------------
+
+    def record_input(self, session: Session, *, data: bytes, path: str | None, fmt: str | None = None
+                     ) -> Asset:
+        """The asset for an input image given as ``data``: an existing asset with that sha256 (one of ours,
+        or an input seen before), else a new ``external`` asset added to ``session``.
+
+        ``path`` is where it came from (a file path or URI; may be None). Pixels Pillow can read get a pHash.
+        """
+        digest = hashlib.sha256(data).hexdigest()
+        existing = session.scalars(select(Asset).where(Asset.sha256 == digest)).first()
+        if existing is not None:
+            return existing
+        for pending in session.new:
+            if isinstance(pending, Asset) and pending.sha256 == digest:
+                return pending
+        width = height = None
+        fingerprint = None
+        detected = fmt
+        try:
+            from PIL import Image
+
+            from provgen.provenance.fingerprint import phash as perceptual_hash
+
+            with Image.open(io.BytesIO(data)) as image:
+                detected = detected or (image.format or "").lower() or None
+                width, height = image.size
+                image.load()
+                fingerprint = perceptual_hash(image.convert("RGB"))
+        except Exception:  # not an image Pillow reads: still recorded by hash, size and source
+            pass
+        asset = Asset(id=new_id(), kind="external", sha256=digest, format=(detected or "bin")[:16], width=width,
+                      height=height, size_bytes=len(data), path=path, phash=fingerprint)
+        session.add(asset)
+        return asset
+
+    def record_verification(self, report: dict[str, Any], *, requester: str) -> str:
+        """Store one ``provgen verify`` report (audited like every write); returns the verification id."""
+        row = Verification(id=new_id(), requester=requester, path=str(report.get("path", "")),
+                           sha256=report.get("sha256"), verdict=str(report.get("verdict")),
+                           match=report.get("match"), asset_id=report.get("asset_id"), report=report)
+        with self.transaction() as session:
+            session.add(row)
+        return row.id
+
+    def verify_chain(self, *, records: bool = True, checkpoints: Sequence[Any] = ()) -> audit.ChainReport:
+        """Recompute the audit chain and every record; check stored checkpoints and ``checkpoints`` (exported
+        ones an auditor kept). A failed signature or a mismatch is a problem in the report."""
+        from provgen.provenance.registry import checkpoints as signed
+
+        try:
+            with self.engine.connect() as conn:
+                points = [*signed.load_all(conn), *checkpoints]
+                valid = []
+                problems = []
+                for point in points:
+                    error = signed.check_signature(point)
+                    if error:
+                        problems.append(audit.Problem("checkpoint", point.seq, None, None,
+                                                      f"checkpoint {point.id}: {error}"))
+                    else:
+                        valid.append(point)
+                report = audit.verify(conn, records=records, checkpoints=valid)
+        except DBAPIError as exc:
+            raise db.translate_error(exc, self.engine, "verifying the audit log of the registry") from exc
+        for problem in problems:
+            report.add(problem)
+        report.checkpoints = [{"id": p.id, "seq": p.seq, "head_hash": p.head_hash, "created_at": p.created_at,
+                               "signer": p.signer, "algorithm": p.algorithm,
+                               "valid": p in valid and not any(q.kind == "checkpoint" and q.position == p.seq
+                                                               for q in report.problems)}
+                              for p in points]
+        return report
+
+    def checkpoint(self, *, chain_pem: bytes, key_pem: bytes, alg: str) -> Any:
+        """Sign the current head of the audit chain with this key and store the checkpoint."""
+        from provgen.provenance.registry import checkpoints as signed
+
+        try:
+            with db.write_engine(self.engine).begin() as conn:
+                return signed.create(conn, chain_pem=chain_pem, key_pem=key_pem, alg=alg, registry_url=self.url)
+        except DBAPIError as exc:
+            raise db.translate_error(exc, self.engine, "writing a checkpoint to the registry") from exc
 
     # -- output ------------------------------------------------------------------------------------
 
     def asset_summary(self, asset: Asset) -> dict[str, Any]:
-        """A JSON-ready dict of ``asset`` and its generation (no manifest bytes; times in ISO 8601 UTC)."""
+        """A JSON-ready dict of ``asset``, its generation and its direct inputs (no manifest bytes; times in
+        ISO 8601 UTC)."""
         generation = asset.generation
+        with self._reading("reading the inputs of an asset from the registry") as session:
+            inputs = [
+                {"asset_id": edge.parent_id, "relation": edge.relation, "role": edge.role}
+                for edge in session.scalars(
+                    select(LineageEdge).where(LineageEdge.child_id == asset.id).order_by(LineageEdge.role,
+                                                                                          LineageEdge.parent_id)
+                )
+            ]
         return {
             "id": asset.id,
+            "kind": asset.kind,
             "created_at": _iso(asset.created_at),
             "generation_id": asset.generation_id,
             "batch_index": asset.batch_index,
             "seed": asset.seed,
             "sha256": asset.sha256,
-            "watermark_id": f"{asset.watermark_id:012x}",  # 48 bits as 12 hex digits, as everywhere in the CLI
+            # 48 bits as 12 hex digits, as everywhere in the CLI
+            "watermark_id": f"{asset.watermark_id:012x}" if asset.watermark_id is not None else None,
             "watermark_method": asset.watermark_method,
             "phash": asset.phash,
             "format": asset.format,
@@ -280,8 +387,9 @@ class Registry:
             "size_bytes": asset.size_bytes,
             "path": asset.path,
             "manifest_label": asset.manifest_label,
-            "manifest_store_size": len(asset.manifest_store),
-            "generation": {
+            "manifest_store_size": len(asset.manifest_store) if asset.manifest_store is not None else 0,
+            "inputs": inputs,
+            "generation": None if generation is None else {
                 "id": generation.id,
                 "created_at": _iso(generation.created_at),
                 "requester": generation.requester,
@@ -326,3 +434,16 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
+
+
+@functools.lru_cache(maxsize=4096)
+def _ball16(value: int, radius: int) -> tuple[int, ...]:
+    """Every 16-bit value within Hamming distance ``radius`` of ``value``."""
+    out = [value]
+    for flips in range(1, radius + 1):
+        for bits in itertools.combinations(range(16), flips):
+            mask = 0
+            for bit in bits:
+                mask |= 1 << bit
+            out.append(value ^ mask)
+    return tuple(out)

@@ -1,0 +1,380 @@
+"""The registry's append-only audit log: a hash chain over every record written, and its verification.
+
+Every insert or update of a generation, asset, lineage edge or verification appends one
+:class:`~provgen.provenance.registry.models.AuditEntry` in the same transaction (ORM session events installed
+by :func:`install`; bulk writers call :func:`append`). An entry stores
+
+* ``record_hash`` = sha256 of the canonical JSON of the record *as stored* (read back from the database, so
+  what is hashed is exactly what a later check reads: no float/int or time-zone surprises), and
+* ``entry_hash`` = sha256 of the canonical JSON of ``[prev_hash, created_at, record_type, record_id, action,
+  record_hash]``, where ``prev_hash`` is the previous entry's ``entry_hash`` (64 zeros for the first).
+
+``seq`` numbers the entries 1, 2, 3, ...; it is not hashed: the order is the chain of ``prev_hash`` links, so a
+swap of two entries shows up as *reordered* rather than as two altered entries. Appends are serialised
+(SQLite: the write lock taken at BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so
+concurrent writers extend one linear chain.
+
+:func:`verify` recomputes everything: the chain links and entry hashes (entries altered, deleted, reordered)
+and every record against its newest entry (records changed, deleted, or inserted behind the log's back), and
+checks the signed checkpoints (:mod:`provgen.provenance.registry.checkpoints`).
+
+The canonical JSON is written here (sorted keys, no spaces, UTF-8, no NaN) because it has to be byte-stable
+across versions; RFC 8785 libraries differ from it only in float formatting, and every float here is a
+Python repr that round-trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, event, insert, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from provgen.core.errors import RegistryError
+from provgen.provenance.registry.models import AUDITED, AuditEntry, utcnow
+
+__all__ = [
+    "GENESIS",
+    "AUDIT_TYPES",
+    "canonical_json",
+    "record_hash",
+    "entry_hash",
+    "append",
+    "backfill",
+    "install",
+    "lock_chain",
+    "head",
+    "Problem",
+    "ChainReport",
+    "verify",
+]
+
+#: ``prev_hash`` of the first entry
+GENESIS = "0" * 64
+#: record types in the order their entries are appended within one flush (parents before children)
+AUDIT_TYPES: tuple[str, ...] = tuple(AUDITED)
+#: key of the PostgreSQL advisory lock that serialises appends to the chain
+AUDIT_LOCK_KEY = zlib.crc32(b"provgen.registry.audit")
+_TABLES: dict[str, Table] = {name: model.__table__ for name, model in AUDITED.items()}  # type: ignore[misc]
+_TYPE_OF: dict[type, str] = {model: name for name, model in AUDITED.items()}
+_IN_CHUNK = 500
+_STREAM = 20_000
+
+
+# -- hashing --------------------------------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8, NaN and infinities refused."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
+    return value
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def record_hash(record_type: str, row: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of one stored record (bytes columns enter as their sha256)."""
+    body = {key: _plain(value) for key, value in row.items()}
+    body["@type"] = record_type
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def entry_hash(prev_hash: str, created_at: datetime, record_type: str, record_id: str, action: str,
+               record_hash_: str) -> str:
+    """sha256 hex of one audit entry, chained to ``prev_hash``."""
+    body = [prev_hash, _iso(created_at), record_type, record_id, action, record_hash_]
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+# -- appending ------------------------------------------------------------------------------------------
+
+
+def lock_chain(conn: Connection) -> None:
+    """Serialise appends: PostgreSQL takes a transaction-scoped advisory lock (re-entrant); SQLite writers
+    already hold the database's write lock (BEGIN IMMEDIATE, or the first INSERT of the transaction)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+
+
+def head(conn: Connection) -> tuple[int, str]:
+    """``(seq, entry_hash)`` of the newest entry; ``(0, GENESIS)`` for an empty log."""
+    row = conn.execute(
+        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)
+    ).first()
+    return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+
+
+def _stored_rows(conn: Connection, record_type: str, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    table = _TABLES[record_type]
+    found: dict[str, Mapping[str, Any]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        for row in conn.execute(select(table).where(table.c.id.in_(chunk))).mappings():
+            found[row["id"]] = row
+    return found
+
+
+def append(conn: Connection, items: Iterable[tuple[str, str, str]], *, now: datetime | None = None) -> int:
+    """Append one entry per ``(record_type, record_id, action)``, hashing each record as stored.
+
+    Call inside the transaction that wrote the records. Returns the new head ``seq``.
+    """
+    items = list(items)
+    if not items:
+        return head(conn)[0]
+    lock_chain(conn)
+    rows: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for record_type in {t for t, _, _ in items}:
+        if record_type not in _TABLES:
+            raise RegistryError(f"record type {record_type!r} is not audited (known: {', '.join(AUDIT_TYPES)})")
+        rows[record_type] = _stored_rows(conn, record_type, sorted({i for t, i, _ in items if t == record_type}))
+    seq, prev = head(conn)
+    moment = now or utcnow()
+    entries = []
+    for record_type, record_id, action in items:
+        row = rows[record_type].get(record_id)
+        if row is None:
+            raise RegistryError(f"cannot audit {record_type} {record_id}: it is not in the registry")
+        digest = record_hash(record_type, row)
+        seq += 1
+        new_hash = entry_hash(prev, moment, record_type, record_id, action, digest)
+        entries.append({"seq": seq, "created_at": moment, "record_type": record_type, "record_id": record_id,
+                        "action": action, "record_hash": digest, "prev_hash": prev, "entry_hash": new_hash})
+        prev = new_hash
+    conn.execute(insert(AuditEntry.__table__), entries)
+    return seq
+
+
+def backfill(conn: Connection) -> int:
+    """Append entries for records that predate the audit log (after the upgrade that created it).
+
+    Only when the log is empty; records go in creation order, generations before their assets.
+    Returns the number of entries appended.
+    """
+    if head(conn)[0]:
+        return 0
+    items: list[tuple[str, str, str]] = []
+    for record_type in AUDIT_TYPES:
+        table = _TABLES[record_type]
+        for (record_id,) in conn.execute(select(table.c.id).order_by(table.c.created_at, table.c.id)):
+            items.append((record_type, record_id, "insert"))
+    if items:
+        append(conn, items)
+    return len(items)
+
+
+def install(factory: sessionmaker[Session]) -> None:
+    """Audit every ORM flush of sessions made by ``factory``; refuse deletes of audited records."""
+
+    @event.listens_for(factory, "before_flush")
+    def _refuse_deletes(session: Session, flush_context: Any, instances: Any) -> None:
+        for obj in session.deleted:
+            if type(obj) in _TYPE_OF:
+                raise RegistryError(
+                    f"the registry is append-only: {_TYPE_OF[type(obj)]} {getattr(obj, 'id', '?')} cannot be "
+                    "deleted (revoke it instead)"
+                )
+
+    @event.listens_for(factory, "after_flush")
+    def _append(session: Session, flush_context: Any) -> None:
+        items = [(_TYPE_OF[type(obj)], obj.id, "insert") for obj in session.new if type(obj) in _TYPE_OF]
+        items += [
+            (_TYPE_OF[type(obj)], obj.id, "update")
+            for obj in session.dirty
+            if type(obj) in _TYPE_OF and session.is_modified(obj, include_collections=False)
+        ]
+        if items:
+            order = {name: index for index, name in enumerate(AUDIT_TYPES)}
+            items.sort(key=lambda item: (order[item[0]], item[1]))
+            append(session.connection(), items)
+
+
+# -- verification ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the registry.
+
+    ``kind``: ``changed`` (a record differs from what was logged), ``deleted`` (a logged record, or log
+    entries, are gone), ``inserted`` (a record the log never saw), ``reordered`` (log entries moved),
+    ``altered`` (a log entry's own hash does not match it), ``broken`` (a link of the chain is wrong),
+    ``checkpoint`` (a signed checkpoint does not match the chain or its signature fails).
+    """
+
+    kind: str
+    #: position (``seq``) in the audit log, where there is one
+    position: int | None
+    record_type: str | None
+    record_id: str | None
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"position {self.position}" if self.position is not None else "not in the log"
+        what = f"{self.record_type} {self.record_id}" if self.record_id else "audit log"
+        return f"{self.kind}: {what} ({where}): {self.detail}"
+
+
+@dataclass
+class ChainReport:
+    ok: bool = True
+    entries: int = 0
+    records: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, problem: Problem) -> None:
+        self.ok = False
+        self.problems.append(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _order_by_id(conn: Connection, column: Any) -> Any:
+    # Both streams of the merge must be in the same order as Python's str comparison: bytewise ("C").
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
+def _stream(conn: Connection, statement: Any) -> Iterator[Any]:
+    return iter(conn.execution_options(yield_per=_STREAM).execute(statement))
+
+
+def _verify_links(conn: Connection, report: ChainReport) -> None:
+    cols = AuditEntry.__table__.c
+    statement = select(cols.seq, cols.created_at, cols.record_type, cols.record_id, cols.action,
+                       cols.record_hash, cols.prev_hash, cols.entry_hash).order_by(cols.seq)
+    expected_seq, last_hash = 1, GENESIS
+    broken: list[tuple[int, str, str, str]] = []
+    for seq, created_at, record_type, record_id, action, rec_hash, prev_hash, stored_hash in _stream(conn, statement):
+        report.entries += 1
+        if seq != expected_seq:
+            if seq > expected_seq:
+                span = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"
+                report.add(Problem("deleted", expected_seq, None, None, f"audit entries at positions {span} are "
+                                   "missing (deleted from the log)"))
+            expected_seq = seq
+        computed = entry_hash(prev_hash, created_at, record_type, record_id, action, rec_hash)
+        if computed != stored_hash:
+            report.add(Problem("altered", seq, record_type, record_id,
+                               "the audit entry does not match its own hash (the entry was edited)"))
+        if prev_hash != last_hash:
+            broken.append((seq, prev_hash, record_type, record_id))
+        last_hash = stored_hash
+        expected_seq += 1
+    report.head_seq, report.head_hash = expected_seq - 1, last_hash
+    if not broken:
+        return
+    wanted = {prev for _, prev, _, _ in broken}
+    where: dict[str, int] = {}
+    for seq, stored_hash in _stream(conn, select(cols.seq, cols.entry_hash).order_by(cols.seq)):
+        if stored_hash in wanted:
+            where[stored_hash] = seq
+    reported = {p.position for p in report.problems}
+    for seq, prev, record_type, record_id in broken:
+        if prev in where and where[prev] != seq - 1:
+            report.add(Problem("reordered", seq, record_type, record_id,
+                               f"the entry was chained after position {where[prev]}, not {seq - 1} "
+                               "(entries were moved)"))
+        elif seq in reported or (seq - 1) in reported:
+            continue  # a gap or an altered entry just before explains the broken link
+        else:
+            report.add(Problem("broken", seq, record_type, record_id,
+                               f"the link to position {seq - 1} is wrong (an earlier entry was replaced)"))
+
+
+def _verify_records(conn: Connection, report: ChainReport) -> None:
+    cols = AuditEntry.__table__.c
+    for record_type, table in _TABLES.items():
+        logged = _stream(conn, select(cols.record_id, cols.seq, cols.record_hash)
+                         .where(cols.record_type == record_type)
+                         .order_by(_order_by_id(conn, cols.record_id), cols.seq))
+        stored = _stream(conn, select(table).order_by(_order_by_id(conn, table.c.id)))
+        for record_id, last, row in _merge(_newest_per_id(logged), stored):
+            if row is not None:
+                report.records += 1
+            if last is None:
+                report.add(Problem("inserted", None, record_type, record_id,
+                                   "the record is not in the audit log (written behind the registry's back)"))
+            elif row is None:
+                report.add(Problem("deleted", last[0], record_type, record_id,
+                                   "the logged record is gone from its table"))
+            elif record_hash(record_type, row._mapping) != last[1]:
+                report.add(Problem("changed", last[0], record_type, record_id,
+                                   "the record differs from what the audit log recorded"))
+
+
+def _newest_per_id(rows: Iterator[Any]) -> Iterator[tuple[str, tuple[int, str]]]:
+    current: str | None = None
+    newest: tuple[int, str] = (0, "")
+    for record_id, seq, digest in rows:
+        if record_id != current:
+            if current is not None:
+                yield current, newest
+            current = record_id
+        newest = (seq, digest)
+    if current is not None:
+        yield current, newest
+
+
+def _merge(logged: Iterator[tuple[str, tuple[int, str]]], stored: Iterator[Any]
+           ) -> Iterator[tuple[str, tuple[int, str] | None, Any]]:
+    """Merge two id-ordered streams: (id, newest entry or None, row or None)."""
+    sentinel = object()
+    a = next(logged, sentinel)
+    b = next(stored, sentinel)
+    while a is not sentinel or b is not sentinel:
+        a_id = a[0] if a is not sentinel else None  # type: ignore[index]
+        b_id = b.id if b is not sentinel else None  # type: ignore[union-attr]
+        if b_id is None or (a_id is not None and a_id < b_id):
+            yield a_id, a[1], None  # type: ignore[index,misc]
+            a = next(logged, sentinel)
+        elif a_id is None or b_id < a_id:
+            yield b_id, None, b
+            b = next(stored, sentinel)
+        else:
+            yield a_id, a[1], b  # type: ignore[index]
+            a, b = next(logged, sentinel), next(stored, sentinel)
+
+
+def verify(conn: Connection, *, records: bool = True, checkpoints: Iterable[Any] = ()) -> ChainReport:
+    """Recompute the chain (and, with ``records``, every record against it) and check ``checkpoints``.
+
+    ``checkpoints`` are objects with ``seq``, ``head_hash`` and ``id`` (already signature-checked, see
+    :mod:`provgen.provenance.registry.checkpoints`); each must still match the entry at its ``seq``.
+    """
+    report = ChainReport()
+    t0 = time.perf_counter()
+    _verify_links(conn, report)
+    t1 = time.perf_counter()
+    report.seconds["chain"] = round(t1 - t0, 4)
+    if records:
+        _verify_records(conn, report)
+        report.seconds["records"] = round(time.perf_counter() - t1, 4)
+    for point in checkpoints:
+        stored = conn.execute(select(AuditEntry.entry_hash).where(AuditEntry.seq == point.seq)).scalar()
+        if stored != point.head_hash:
+            report.add(Problem("checkpoint", point.seq, None, None,
+                               f"checkpoint {point.id} signed entry {point.seq} with hash {point.head_hash[:16]}…, "
+                               f"the log now has {str(stored)[:16] + '…' if stored else 'no such entry'}: "
+                               "the log was rewritten after the checkpoint"))
+    return report
