@@ -39,4 +39,15 @@ def _print_tree(data: dict, indent: int = 0) -> None:
             click.echo(f"{' ' * indent}{key}: {value}")
 
 
+def _attach_subcommands() -> None:
+    """Subcommands that live in their own modules (one job each)."""
+    from provgen.cli import registry_audit, registry_search, registry_transfer
+
+    for module in (registry_audit, registry_search, registry_transfer):
+        for command in module.REGISTRY_COMMANDS:
+            registry.add_command(command)
+
+
+_attach_subcommands()
+
 COMMANDS = [registry]

@@ -12,8 +12,11 @@ from provgen.cli._common import emit_json, json_option, settings_from
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-record", is_flag=True,
+              help="Do not store the results in the registry (by default each check is recorded, audited, and "
+                   "searchable with `provgen registry search --verdict`).")
 @json_option
-def verify(files: tuple[Path, ...], as_json: bool) -> None:
+def verify(files: tuple[Path, ...], no_record: bool, as_json: bool) -> None:
     """Check whether FILES were made by provgen, from what, and whether they were changed.
 
     \b
@@ -34,6 +37,8 @@ def verify(files: tuple[Path, ...], as_json: bool) -> None:
     try:
         reports = [verify_file(path, registry=registry, methods=methods, trust_anchors_pem=anchors,
                                max_distance=settings.fingerprint_max_distance) for path in files]
+        if not no_record:
+            _record(registry, reports, settings.user)
     finally:
         registry.close()
     if as_json:
@@ -45,6 +50,20 @@ def verify(files: tuple[Path, ...], as_json: bool) -> None:
         if report.error:
             click.echo(f"error: {report.path}: {report.error}", err=True)
     sys.exit(0 if all(report.ok for report in reports) else 1)
+
+
+def _record(registry, reports, requester: str) -> None:  # type: ignore[no-untyped-def]
+    """Store each report (without the asset record it embeds); a registry that refuses writes (e.g. a
+    read-only auditor account) costs a warning, not the verification."""
+    from provgen.core.errors import RegistryError
+
+    for report in reports:
+        stored = {key: value for key, value in report.to_dict().items() if key != "record"}
+        try:
+            report.verification_id = registry.record_verification(stored, requester=requester)
+        except RegistryError as error:
+            click.echo(f"warning: results not recorded in the registry ({error}); use --no-record to skip", err=True)
+            return
 
 
 def _describe(report) -> str:  # type: ignore[no-untyped-def]

@@ -48,6 +48,8 @@ class VerifyReport:
     #: what the registry says about the asset (model, scheduler, prompt, plugins, ...)
     record: dict[str, Any] | None = None
     error: str | None = None
+    #: id of the registry's record of this check, when it was recorded
+    verification_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,5 @@
+"""``provgen lineage`` (placeholder: filled in by the lineage work)."""
+
+from __future__ import annotations
+
+COMMANDS: list = []
