@@ -57,8 +57,9 @@ def check_cmd(as_json: bool) -> None:
     try:
         current, head = db.ensure_known_revision(engine), db.head_revision()
         if current != head:
-            problems.append(f"schema revision is {current or 'blank'}, this provgen needs {head}: "
-                            "run `provgen registry migrate`")
+            problems.append(
+                f"schema revision is {current or 'blank'}, this provgen needs {head}: run `provgen registry migrate`"
+            )
         else:
             try:
                 db.check(engine)
@@ -67,8 +68,9 @@ def check_cmd(as_json: bool) -> None:
     finally:
         engine.dispose()
     if as_json:
-        emit_json({"url": db.mask_url(url), "revision": current, "head": head, "ok": not problems,
-                   "problems": problems})
+        emit_json(
+            {"url": db.mask_url(url), "revision": current, "head": head, "ok": not problems, "problems": problems}
+        )
     else:
         for problem in problems:
             click.echo(f"problem: {problem}")
@@ -78,9 +80,13 @@ def check_cmd(as_json: bool) -> None:
 
 
 @click.command("verify")
-@click.option("--checkpoint", "checkpoint_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="An exported checkpoint (from `registry checkpoint --export`) to hold the log to; repeatable.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An exported checkpoint (from `registry checkpoint --export`) to hold the log to; repeatable.",
+)
 @click.option("--chain-only", is_flag=True, help="Check the chain links only, not every record against it.")
 @json_option
 def verify_cmd(checkpoint_files: tuple[Path, ...], chain_only: bool, as_json: bool) -> None:
@@ -109,8 +115,10 @@ def verify_cmd(checkpoint_files: tuple[Path, ...], chain_only: bool, as_json: bo
     if as_json:
         emit_json(report.to_dict())
     else:
-        click.echo(f"{registry.url}: {report.entries} log entries, {report.records} records checked, "
-                   f"head {report.head_seq}:{report.head_hash[:16]}")
+        click.echo(
+            f"{registry.url}: {report.entries} log entries, {report.records} records checked, "
+            f"head {report.head_seq}:{report.head_hash[:16]}"
+        )
         for point in report.checkpoints:
             state = "ok" if point["valid"] else "FAILED"
             click.echo(f"checkpoint {point['id'][:12]} at entry {point['seq']} by {point['signer']}: {state}")
@@ -121,12 +129,18 @@ def verify_cmd(checkpoint_files: tuple[Path, ...], chain_only: bool, as_json: bo
 
 
 @click.command("checkpoint")
-@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the signed checkpoint to this JSON file, for an auditor to keep.")
-@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="PEM certificate chain to sign with (default: the C2PA signing identity).")
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="PEM private key of --cert.")
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the signed checkpoint to this JSON file, for an auditor to keep.",
+)
+@click.option(
+    "--cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM certificate chain to sign with (default: the C2PA signing identity).",
+)
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key of --cert.")
 @json_option
 def checkpoint_cmd(export_path: Path | None, cert: Path | None, key: Path | None, as_json: bool) -> None:
     """Sign the current head of the audit log with the signing key and store the signature in the registry.
@@ -154,8 +168,10 @@ def checkpoint_cmd(export_path: Path | None, cert: Path | None, key: Path | None
     if as_json:
         emit_json(document | {"exported_to": str(export_path) if export_path else None})
     else:
-        click.echo(f"checkpoint {record.id} signs entry {record.seq} ({record.head_hash}) by {record.signer}"
-                   + (f"; written to {export_path}" if export_path else ""))
+        click.echo(
+            f"checkpoint {record.id} signs entry {record.seq} ({record.head_hash}) by {record.signer}"
+            + (f"; written to {export_path}" if export_path else "")
+        )
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -12,9 +12,12 @@ from provgen.cli._common import emit_json, json_option, settings_from
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--no-record", is_flag=True,
-              help="Do not store the results in the registry (by default each check is recorded, audited, and "
-                   "searchable with `provgen registry search --verdict`).")
+@click.option(
+    "--no-record",
+    is_flag=True,
+    help="Do not store the results in the registry (by default each check is recorded, audited, and "
+    "searchable with `provgen registry search --verdict`).",
+)
 @json_option
 def verify(files: tuple[Path, ...], no_record: bool, as_json: bool) -> None:
     """Check whether FILES were made by provgen, from what, and whether they were changed.
@@ -35,8 +38,16 @@ def verify(files: tuple[Path, ...], no_record: bool, as_json: bool) -> None:
     methods = [entry.item for entry in watermark_methods(get_plugin_manager()).values()]
     anchors = trust_anchors_pem(settings)
     try:
-        reports = [verify_file(path, registry=registry, methods=methods, trust_anchors_pem=anchors,
-                               max_distance=settings.fingerprint_max_distance) for path in files]
+        reports = [
+            verify_file(
+                path,
+                registry=registry,
+                methods=methods,
+                trust_anchors_pem=anchors,
+                max_distance=settings.fingerprint_max_distance,
+            )
+            for path in files
+        ]
         if not no_record:
             _record(registry, reports, settings.user)
     finally:

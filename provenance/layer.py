@@ -85,6 +85,7 @@ def software_versions() -> dict[str, str]:
 def _json_safe(value: Any) -> Any:
     """Plain JSON: arrays become lists, unknown objects strings, and inf/nan (which C2PA's JSON-to-CBOR
     path refuses) the strings "inf", "-inf", "nan"."""
+
     def clean(item: Any) -> Any:
         if isinstance(item, float) and not math.isfinite(item):
             return str(item)
@@ -159,21 +160,43 @@ class ProvenanceLayer:
             t2 = time.perf_counter()
             encoded = encode_image(marked, request.format, request.quality)
             t3 = time.perf_counter()
-            asset_recipe = {**recipe, "asset": {"id": asset_id, "batch_index": index, "seed": context.seeds[index],
-                                                "watermark": {"method": method.name, "id": f"{watermark_id:012x}"}}}
+            asset_recipe = {
+                **recipe,
+                "asset": {
+                    "id": asset_id,
+                    "batch_index": index,
+                    "seed": context.seeds[index],
+                    "watermark": {"method": method.name, "id": f"{watermark_id:012x}"},
+                },
+            }
             manifest = build_manifest(
-                title=f"{asset_id}.{request.format}", software_version=recipe["software"]["provgen"],
-                recipe=asset_recipe, soft_binding_alg=method.soft_binding_alg,
-                soft_binding_value=f"{watermark_id:012x}", extra_assertions=assertions,
+                title=f"{asset_id}.{request.format}",
+                software_version=recipe["software"]["provgen"],
+                recipe=asset_recipe,
+                soft_binding_alg=method.soft_binding_alg,
+                soft_binding_value=f"{watermark_id:012x}",
+                extra_assertions=assertions,
                 ingredient_labels=[i.label for i in ingredients if i.label],
             )
             signed = signer.sign(encoded, mime, manifest, ingredients)
             t4 = time.perf_counter()
             for key, seconds in zip(stage, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 stage[key] += seconds
-            prepared.append(_Prepared(asset_id, watermark_id, index, context.seeds[index], signed.data,
-                                      hashlib.sha256(signed.data).hexdigest(), fingerprint, signed.label,
-                                      signed.manifest_store, marked.width, marked.height))
+            prepared.append(
+                _Prepared(
+                    asset_id,
+                    watermark_id,
+                    index,
+                    context.seeds[index],
+                    signed.data,
+                    hashlib.sha256(signed.data).hexdigest(),
+                    fingerprint,
+                    signed.label,
+                    signed.manifest_store,
+                    marked.width,
+                    marked.height,
+                )
+            )
         timings.update(stage)
         t0 = time.perf_counter()
         paths = self._write_and_register(context, generation_id, recipe, method.name, prepared, ingredients)
@@ -181,13 +204,28 @@ class ProvenanceLayer:
         return GenerationResult(
             generation_id=generation_id,
             images=tuple(
-                GeneratedImage(p.asset_id, path, p.sha256, p.watermark_id, method.name, p.seed, p.batch_index,
-                               request.format, p.width, p.height, p.phash, p.label)
+                GeneratedImage(
+                    p.asset_id,
+                    path,
+                    p.sha256,
+                    p.watermark_id,
+                    method.name,
+                    p.seed,
+                    p.batch_index,
+                    request.format,
+                    p.width,
+                    p.height,
+                    p.phash,
+                    p.label,
+                )
                 for p, path in zip(prepared, paths, strict=True)
             ),
-            model_id=context.model.model_id, model_hash=context.model.content_hash,
-            pipeline_class=type(context.pipeline).__name__, scheduler=context.scheduler.name,
-            recipe=recipe, timings=dict(timings),
+            model_id=context.model.model_id,
+            model_hash=context.model.content_hash,
+            pipeline_class=type(context.pipeline).__name__,
+            scheduler=context.scheduler.name,
+            recipe=recipe,
+            timings=dict(timings),
         )
 
     def _recipe(self, context: GenerationContext, generation_id: str) -> tuple[dict, list[dict], list[Ingredient]]:
@@ -201,13 +239,17 @@ class ProvenanceLayer:
             if contribution is None:
                 continue
             if not isinstance(contribution, ProvenanceContribution):
-                raise PluginHookError(plugin_name, "provenance_contribution",
-                                      TypeError("must return a ProvenanceContribution or None"))
+                raise PluginHookError(
+                    plugin_name, "provenance_contribution", TypeError("must return a ProvenanceContribution or None")
+                )
             for assertion in contribution.assertions:
                 label = str(assertion.get("label", ""))
                 if not label or label.startswith(RESERVED_ASSERTION_PREFIXES) or "data" not in assertion:
-                    raise PluginHookError(plugin_name, "provenance_contribution", ValueError(
-                        f"assertion label {label!r} is empty, reserved or has no data"))
+                    raise PluginHookError(
+                        plugin_name,
+                        "provenance_contribution",
+                        ValueError(f"assertion label {label!r} is empty, reserved or has no data"),
+                    )
             if contribution.recipe:
                 plugins_data[plugin_name] = _json_safe(contribution.recipe)
             assertions.extend(contribution.assertions)
@@ -216,11 +258,16 @@ class ProvenanceLayer:
         recipe = {
             "schema": "io.provgen.generation/1",
             "generation_id": generation_id,
-            "model": {"id": context.model.model_id, "sha256": context.model.content_hash,
-                      "pipeline_class": type(context.pipeline).__name__},
-            "scheduler": {"name": context.scheduler.name,
-                          "class": scheduler_config.get("_class_name", context.scheduler.class_name),
-                          "config": _json_safe(scheduler_config)},
+            "model": {
+                "id": context.model.model_id,
+                "sha256": context.model.content_hash,
+                "pipeline_class": type(context.pipeline).__name__,
+            },
+            "scheduler": {
+                "name": context.scheduler.name,
+                "class": scheduler_config.get("_class_name", context.scheduler.class_name),
+                "config": _json_safe(scheduler_config),
+            },
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
             "seed": context.seeds[0],
@@ -243,9 +290,15 @@ class ProvenanceLayer:
         }
         return recipe, assertions, ingredients
 
-    def _write_and_register(self, context: GenerationContext, generation_id: str, recipe: dict,
-                            method_name: str, prepared: list[_Prepared], ingredients: list[Ingredient]
-                            ) -> list[Path]:
+    def _write_and_register(
+        self,
+        context: GenerationContext,
+        generation_id: str,
+        recipe: dict,
+        method_name: str,
+        prepared: list[_Prepared],
+        ingredients: list[Ingredient],
+    ) -> list[Path]:
         from provgen.provenance.registry import Asset, Generation, LineageEdge
 
         request = context.request
@@ -270,31 +323,61 @@ class ProvenanceLayer:
                     os.fsync(handle.fileno())
                 finals.append(final)
             generation = Generation(
-                id=generation_id, requester=recipe["requester"], model_id=context.model.model_id,
-                model_hash=context.model.content_hash, pipeline_class=recipe["model"]["pipeline_class"],
-                scheduler=context.scheduler.name, prompt=request.prompt, negative_prompt=request.negative_prompt,
-                seed=context.seeds[0], num_inference_steps=request.num_inference_steps,
-                guidance_scale=float(request.guidance_scale), width=context.width or prepared[0].width,
-                height=context.height or prepared[0].height, num_images=request.num_images, recipe=recipe,
+                id=generation_id,
+                requester=recipe["requester"],
+                model_id=context.model.model_id,
+                model_hash=context.model.content_hash,
+                pipeline_class=recipe["model"]["pipeline_class"],
+                scheduler=context.scheduler.name,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                seed=context.seeds[0],
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=float(request.guidance_scale),
+                width=context.width or prepared[0].width,
+                height=context.height or prepared[0].height,
+                num_images=request.num_images,
+                recipe=recipe,
                 plugins=recipe["plugins"],
             )
             with self.registry.transaction() as session:
                 session.add(generation)
-                session.add_all([
-                    Asset(id=p.asset_id, generation_id=generation_id, batch_index=p.batch_index, seed=p.seed,
-                          sha256=p.sha256, watermark_id=p.watermark_id, watermark_method=method_name,
-                          phash=p.phash, format=request.format, width=p.width, height=p.height,
-                          size_bytes=len(p.data), path=str(final), manifest_label=p.label,
-                          manifest_store=p.manifest_store)
-                    for p, final in zip(prepared, finals, strict=True)
-                ])
+                session.add_all(
+                    [
+                        Asset(
+                            id=p.asset_id,
+                            generation_id=generation_id,
+                            batch_index=p.batch_index,
+                            seed=p.seed,
+                            sha256=p.sha256,
+                            watermark_id=p.watermark_id,
+                            watermark_method=method_name,
+                            phash=p.phash,
+                            format=request.format,
+                            width=p.width,
+                            height=p.height,
+                            size_bytes=len(p.data),
+                            path=str(final),
+                            manifest_label=p.label,
+                            manifest_store=p.manifest_store,
+                        )
+                        for p, final in zip(prepared, finals, strict=True)
+                    ]
+                )
                 for ingredient in ingredients:  # inputs become assets (or are found) and lineage edges
                     parent = self.registry.record_input(session, data=ingredient.data, path=ingredient.source)
-                    session.add_all([
-                        LineageEdge(parent_id=parent.id, child_id=p.asset_id, generation_id=generation_id,
-                                    relation=ingredient.relationship, role=ingredient.role)
-                        for p in prepared
-                    ])
+                    session.add_all(
+                        [
+                            LineageEdge(
+                                parent_id=parent.id,
+                                child_id=p.asset_id,
+                                generation_id=generation_id,
+                                relation=ingredient.relationship,
+                                role=ingredient.role,
+                            )
+                            for p in prepared
+                        ]
+                    )
                 session.flush()  # constraint errors surface here, before any file is in place
                 for tmp, final in zip(temps, finals, strict=True):
                     os.replace(tmp, final)

@@ -35,14 +35,33 @@ def _fill(registry: Registry) -> dict[str, str]:
     with registry.transaction() as session:
         source = registry.record_input(session, data=b"not really an image", path="/in/sketch.bin")
         session.flush()
-        edge = LineageEdge(parent_id=source.id, child_id=generation.assets[0].id, generation_id=generation.id,
-                           relation="inputTo", role="controlnet")
+        edge = LineageEdge(
+            parent_id=source.id,
+            child_id=generation.assets[0].id,
+            generation_id=generation.id,
+            relation="inputTo",
+            role="controlnet",
+        )
         session.add(edge)
     verification = registry.record_verification(
-        {"path": "/tmp/x.png", "verdict": "verified", "match": "manifest", "asset_id": generation.assets[1].id,
-         "sha256": generation.assets[1].sha256}, requester="auditor")
-    return {"generation": generation.id, "asset0": generation.assets[0].id, "asset1": generation.assets[1].id,
-            "asset2": generation.assets[2].id, "input": source.id, "edge": edge.id, "verification": verification}
+        {
+            "path": "/tmp/x.png",
+            "verdict": "verified",
+            "match": "manifest",
+            "asset_id": generation.assets[1].id,
+            "sha256": generation.assets[1].sha256,
+        },
+        requester="auditor",
+    )
+    return {
+        "generation": generation.id,
+        "asset0": generation.assets[0].id,
+        "asset1": generation.assets[1].id,
+        "asset2": generation.assets[2].id,
+        "input": source.id,
+        "edge": edge.id,
+        "verification": verification,
+    }
 
 
 def _sql(registry: Registry, statement: str, **params) -> None:
@@ -66,8 +85,9 @@ def test_every_write_is_chained(registry):
     # 1 generation + 3 assets, 1 input asset + 1 edge, 1 verification
     assert report.entries == 7 and report.records == 7 and report.head_seq == 7
     with registry.engine.connect() as conn:
-        rows = conn.execute(text("SELECT seq, record_type, record_id, prev_hash, entry_hash FROM audit_log "
-                                 "ORDER BY seq")).all()
+        rows = conn.execute(
+            text("SELECT seq, record_type, record_id, prev_hash, entry_hash FROM audit_log ORDER BY seq")
+        ).all()
     assert [r.seq for r in rows] == list(range(1, 8))
     assert rows[0].prev_hash == audit.GENESIS
     assert all(b.prev_hash == a.entry_hash for a, b in zip(rows, rows[1:], strict=False))
@@ -102,9 +122,14 @@ def test_deleted_record_is_caught(registry):
 
 def test_inserted_record_is_caught(registry):
     ids = _fill(registry)
-    _sql(registry, "INSERT INTO verifications (id, created_at, requester, path, sha256, verdict, match, asset_id, "
-                   "report) VALUES ('ffffffffffffffffffffffffffffffff', :now, 'intruder', '/x', NULL, 'verified', "
-                   "'manifest', :asset, '{}')", now="2026-01-01 00:00:00+00:00", asset=ids["asset0"])
+    _sql(
+        registry,
+        "INSERT INTO verifications (id, created_at, requester, path, sha256, verdict, match, asset_id, "
+        "report) VALUES ('ffffffffffffffffffffffffffffffff', :now, 'intruder', '/x', NULL, 'verified', "
+        "'manifest', :asset, '{}')",
+        now="2026-01-01 00:00:00+00:00",
+        asset=ids["asset0"],
+    )
     report = registry.verify_chain()
     assert _kinds(report) == {("inserted", "ffffffffffffffffffffffffffffffff")}
     assert report.problems[0].position is None
@@ -173,8 +198,9 @@ def test_checkpoint_catches_a_recomputed_chain(registry, tmp_path):
     # an intruder changes a record AND rewrites every hash after it: the chain is consistent again ...
     _sql(registry, "UPDATE assets SET path = '/forged.png' WHERE id = :id", id=ids["asset0"])
     with registry.engine.begin() as conn:
-        rows = conn.execute(text("SELECT seq, created_at, record_type, record_id, action FROM audit_log "
-                                 "ORDER BY seq")).all()
+        rows = conn.execute(
+            text("SELECT seq, created_at, record_type, record_id, action FROM audit_log ORDER BY seq")
+        ).all()
         prev = audit.GENESIS
         for seq, _, record_type, record_id, action in rows:
             created = conn.execute(text("SELECT created_at FROM audit_log WHERE seq = :s"), {"s": seq})
@@ -186,8 +212,10 @@ def test_checkpoint_catches_a_recomputed_chain(registry, tmp_path):
             row = conn.execute(table.select().where(table.c.id == record_id)).mappings().one()
             digest = audit.record_hash(record_type, row)
             new = audit.entry_hash(prev, moment, record_type, record_id, action, digest)
-            conn.execute(text("UPDATE audit_log SET record_hash = :r, prev_hash = :p, entry_hash = :e WHERE seq = :s"),
-                         {"r": digest, "p": prev, "e": new, "s": seq})
+            conn.execute(
+                text("UPDATE audit_log SET record_hash = :r, prev_hash = :p, entry_hash = :e WHERE seq = :s"),
+                {"r": digest, "p": prev, "e": new, "s": seq},
+            )
             prev = new
     assert registry.verify_chain(checkpoints=[]).ok is False  # the stored checkpoint still catches it
     # ... and even if the intruder deletes the stored checkpoint, the auditor's exported copy catches it
@@ -215,17 +243,24 @@ def test_older_registry_migrates_and_backfills(db_url):
     try:
         db.upgrade(engine, "0001")
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO generations (id, created_at, requester, model_id, model_hash, pipeline_class, "
-                "scheduler, prompt, seed, num_inference_steps, guidance_scale, width, height, num_images, recipe, "
-                "plugins) VALUES (:g, :t, 'old', 'm', :h, 'P', 'ddim', 'an old one', 1, 2, 7.5, 64, 64, 1, '{}', "
-                "'[]')"), {"g": "a" * 32, "t": "2025-01-01 00:00:00+00:00", "h": "b" * 64})
-            conn.execute(text(
-                "INSERT INTO assets (id, generation_id, batch_index, seed, created_at, sha256, watermark_id, "
-                "watermark_method, phash, format, width, height, size_bytes, path, manifest_label, manifest_store) "
-                "VALUES (:a, :g, 0, 1, :t, :s, 77, 'provgen-grid/1', 'f0f0f0f0f0f0f0f0', 'png', 64, 64, 10, '/x.png', "
-                "'urn:c2pa:old', :m)"), {"a": "c" * 32, "g": "a" * 32, "t": "2025-01-01 00:00:00+00:00", "s": "d" * 64,
-                                          "m": b"store"})
+            conn.execute(
+                text(
+                    "INSERT INTO generations (id, created_at, requester, model_id, model_hash, pipeline_class, "
+                    "scheduler, prompt, seed, num_inference_steps, guidance_scale, width, height, num_images, recipe, "
+                    "plugins) VALUES (:g, :t, 'old', 'm', :h, 'P', 'ddim', 'an old one', 1, 2, 7.5, 64, 64, 1, '{}', "
+                    "'[]')"
+                ),
+                {"g": "a" * 32, "t": "2025-01-01 00:00:00+00:00", "h": "b" * 64},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO assets (id, generation_id, batch_index, seed, created_at, sha256, watermark_id, "
+                    "watermark_method, phash, format, width, height, size_bytes, path, manifest_label, manifest_store) "
+                    "VALUES (:a, :g, 0, 1, :t, :s, 77, 'provgen-grid/1', 'f0f0f0f0f0f0f0f0', 'png', 64, 64, 10, '/x.png', "
+                    "'urn:c2pa:old', :m)"
+                ),
+                {"a": "c" * 32, "g": "a" * 32, "t": "2025-01-01 00:00:00+00:00", "s": "d" * 64, "m": b"store"},
+            )
     finally:
         engine.dispose()
     with pytest.raises(RegistryError, match="provgen registry migrate"):

@@ -95,8 +95,9 @@ def record_hash(record_type: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def entry_hash(prev_hash: str, created_at: datetime, record_type: str, record_id: str, action: str,
-               record_hash_: str) -> str:
+def entry_hash(
+    prev_hash: str, created_at: datetime, record_type: str, record_id: str, action: str, record_hash_: str
+) -> str:
     """sha256 hex of one audit entry, chained to ``prev_hash``."""
     body = [prev_hash, _iso(created_at), record_type, record_id, action, record_hash_]
     return hashlib.sha256(canonical_json(body)).hexdigest()
@@ -114,9 +115,7 @@ def lock_chain(conn: Connection) -> None:
 
 def head(conn: Connection) -> tuple[int, str]:
     """``(seq, entry_hash)`` of the newest entry; ``(0, GENESIS)`` for an empty log."""
-    row = conn.execute(
-        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
+    row = conn.execute(select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
     return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
 
 
@@ -154,8 +153,18 @@ def append(conn: Connection, items: Iterable[tuple[str, str, str]], *, now: date
         digest = record_hash(record_type, row)
         seq += 1
         new_hash = entry_hash(prev, moment, record_type, record_id, action, digest)
-        entries.append({"seq": seq, "created_at": moment, "record_type": record_type, "record_id": record_id,
-                        "action": action, "record_hash": digest, "prev_hash": prev, "entry_hash": new_hash})
+        entries.append(
+            {
+                "seq": seq,
+                "created_at": moment,
+                "record_type": record_type,
+                "record_id": record_id,
+                "action": action,
+                "record_hash": digest,
+                "prev_hash": prev,
+                "entry_hash": new_hash,
+            }
+        )
         prev = new_hash
     conn.execute(insert(AuditEntry.__table__), entries)
     return seq
@@ -261,8 +270,16 @@ def _stream(conn: Connection, statement: Any) -> Iterator[Any]:
 
 def _verify_links(conn: Connection, report: ChainReport) -> None:
     cols = AuditEntry.__table__.c
-    statement = select(cols.seq, cols.created_at, cols.record_type, cols.record_id, cols.action,
-                       cols.record_hash, cols.prev_hash, cols.entry_hash).order_by(cols.seq)
+    statement = select(
+        cols.seq,
+        cols.created_at,
+        cols.record_type,
+        cols.record_id,
+        cols.action,
+        cols.record_hash,
+        cols.prev_hash,
+        cols.entry_hash,
+    ).order_by(cols.seq)
     expected_seq, last_hash = 1, GENESIS
     broken: list[tuple[int, str, str, str]] = []
     for seq, created_at, record_type, record_id, action, rec_hash, prev_hash, stored_hash in _stream(conn, statement):
@@ -270,13 +287,27 @@ def _verify_links(conn: Connection, report: ChainReport) -> None:
         if seq != expected_seq:
             if seq > expected_seq:
                 span = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}..{seq - 1}"
-                report.add(Problem("deleted", expected_seq, None, None, f"audit entries at positions {span} are "
-                                   "missing (deleted from the log)"))
+                report.add(
+                    Problem(
+                        "deleted",
+                        expected_seq,
+                        None,
+                        None,
+                        f"audit entries at positions {span} are missing (deleted from the log)",
+                    )
+                )
             expected_seq = seq
         computed = entry_hash(prev_hash, created_at, record_type, record_id, action, rec_hash)
         if computed != stored_hash:
-            report.add(Problem("altered", seq, record_type, record_id,
-                               "the audit entry does not match its own hash (the entry was edited)"))
+            report.add(
+                Problem(
+                    "altered",
+                    seq,
+                    record_type,
+                    record_id,
+                    "the audit entry does not match its own hash (the entry was edited)",
+                )
+            )
         if prev_hash != last_hash:
             broken.append((seq, prev_hash, record_type, record_id))
         last_hash = stored_hash
@@ -292,35 +323,66 @@ def _verify_links(conn: Connection, report: ChainReport) -> None:
     reported = {p.position for p in report.problems}
     for seq, prev, record_type, record_id in broken:
         if prev in where and where[prev] != seq - 1:
-            report.add(Problem("reordered", seq, record_type, record_id,
-                               f"the entry was chained after position {where[prev]}, not {seq - 1} "
-                               "(entries were moved)"))
+            report.add(
+                Problem(
+                    "reordered",
+                    seq,
+                    record_type,
+                    record_id,
+                    f"the entry was chained after position {where[prev]}, not {seq - 1} (entries were moved)",
+                )
+            )
         elif seq in reported or (seq - 1) in reported:
             continue  # a gap or an altered entry just before explains the broken link
         else:
-            report.add(Problem("broken", seq, record_type, record_id,
-                               f"the link to position {seq - 1} is wrong (an earlier entry was replaced)"))
+            report.add(
+                Problem(
+                    "broken",
+                    seq,
+                    record_type,
+                    record_id,
+                    f"the link to position {seq - 1} is wrong (an earlier entry was replaced)",
+                )
+            )
 
 
 def _verify_records(conn: Connection, report: ChainReport) -> None:
     cols = AuditEntry.__table__.c
     for record_type, table in _TABLES.items():
-        logged = _stream(conn, select(cols.record_id, cols.seq, cols.record_hash)
-                         .where(cols.record_type == record_type)
-                         .order_by(_order_by_id(conn, cols.record_id), cols.seq))
+        logged = _stream(
+            conn,
+            select(cols.record_id, cols.seq, cols.record_hash)
+            .where(cols.record_type == record_type)
+            .order_by(_order_by_id(conn, cols.record_id), cols.seq),
+        )
         stored = _stream(conn, select(table).order_by(_order_by_id(conn, table.c.id)))
         for record_id, last, row in _merge(_newest_per_id(logged), stored):
             if row is not None:
                 report.records += 1
             if last is None:
-                report.add(Problem("inserted", None, record_type, record_id,
-                                   "the record is not in the audit log (written behind the registry's back)"))
+                report.add(
+                    Problem(
+                        "inserted",
+                        None,
+                        record_type,
+                        record_id,
+                        "the record is not in the audit log (written behind the registry's back)",
+                    )
+                )
             elif row is None:
-                report.add(Problem("deleted", last[0], record_type, record_id,
-                                   "the logged record is gone from its table"))
+                report.add(
+                    Problem("deleted", last[0], record_type, record_id, "the logged record is gone from its table")
+                )
             elif record_hash(record_type, row._mapping) != last[1]:
-                report.add(Problem("changed", last[0], record_type, record_id,
-                                   "the record differs from what the audit log recorded"))
+                report.add(
+                    Problem(
+                        "changed",
+                        last[0],
+                        record_type,
+                        record_id,
+                        "the record differs from what the audit log recorded",
+                    )
+                )
 
 
 def _newest_per_id(rows: Iterator[Any]) -> Iterator[tuple[str, tuple[int, str]]]:
@@ -336,8 +398,9 @@ def _newest_per_id(rows: Iterator[Any]) -> Iterator[tuple[str, tuple[int, str]]]
         yield current, newest
 
 
-def _merge(logged: Iterator[tuple[str, tuple[int, str]]], stored: Iterator[Any]
-           ) -> Iterator[tuple[str, tuple[int, str] | None, Any]]:
+def _merge(
+    logged: Iterator[tuple[str, tuple[int, str]]], stored: Iterator[Any]
+) -> Iterator[tuple[str, tuple[int, str] | None, Any]]:
     """Merge two id-ordered streams: (id, newest entry or None, row or None)."""
     sentinel = object()
     a = next(logged, sentinel)
@@ -373,8 +436,15 @@ def verify(conn: Connection, *, records: bool = True, checkpoints: Iterable[Any]
     for point in checkpoints:
         stored = conn.execute(select(AuditEntry.entry_hash).where(AuditEntry.seq == point.seq)).scalar()
         if stored != point.head_hash:
-            report.add(Problem("checkpoint", point.seq, None, None,
-                               f"checkpoint {point.id} signed entry {point.seq} with hash {point.head_hash[:16]}…, "
-                               f"the log now has {str(stored)[:16] + '…' if stored else 'no such entry'}: "
-                               "the log was rewritten after the checkpoint"))
+            report.add(
+                Problem(
+                    "checkpoint",
+                    point.seq,
+                    None,
+                    None,
+                    f"checkpoint {point.id} signed entry {point.seq} with hash {point.head_hash[:16]}…, "
+                    f"the log now has {str(stored)[:16] + '…' if stored else 'no such entry'}: "
+                    "the log was rewritten after the checkpoint",
+                )
+            )
     return report

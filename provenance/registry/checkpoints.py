@@ -82,8 +82,11 @@ def check_signature(record: CheckpointRecord) -> str | None:
         payload = json.loads(record.payload)
     except ValueError:
         return "the signed payload is not JSON"
-    if payload.get("type") != CHECKPOINT_TYPE or payload.get("seq") != record.seq \
-            or payload.get("head_hash") != record.head_hash:
+    if (
+        payload.get("type") != CHECKPOINT_TYPE
+        or payload.get("seq") != record.seq
+        or payload.get("head_hash") != record.head_hash
+    ):
         return "the stored seq/head hash differ from the signed payload"
     return None
 
@@ -98,34 +101,76 @@ def create(conn: Connection, *, chain_pem: bytes, key_pem: bytes, alg: str, regi
     if algorithm is None:
         raise KeyConfigError(f"cannot sign registry checkpoints with algorithm {alg!r}")
     now = utcnow()
-    payload = audit.canonical_json({"type": CHECKPOINT_TYPE, "registry": registry_url, "seq": seq,
-                                    "head_hash": head_hash, "created_at": now.isoformat(timespec="microseconds")})
+    payload = audit.canonical_json(
+        {
+            "type": CHECKPOINT_TYPE,
+            "registry": registry_url,
+            "seq": seq,
+            "head_hash": head_hash,
+            "created_at": now.isoformat(timespec="microseconds"),
+        }
+    )
     signature = _sign(key_pem, algorithm, payload)
     leaf = x509.load_pem_x509_certificates(chain_pem)[0]
-    record = CheckpointRecord(id=new_id(), seq=seq, head_hash=head_hash, created_at=now.isoformat(),
-                              payload=payload.decode(), algorithm=algorithm, signature=signature,
-                              certificate_chain=chain_pem.decode(), signer=leaf.subject.rfc4514_string()[:512])
-    conn.execute(insert(Checkpoint.__table__).values(
-        id=record.id, created_at=now, seq=seq, head_hash=head_hash, payload=record.payload,
-        algorithm=algorithm, signature=signature, certificate_chain=record.certificate_chain, signer=record.signer,
-    ))
+    record = CheckpointRecord(
+        id=new_id(),
+        seq=seq,
+        head_hash=head_hash,
+        created_at=now.isoformat(),
+        payload=payload.decode(),
+        algorithm=algorithm,
+        signature=signature,
+        certificate_chain=chain_pem.decode(),
+        signer=leaf.subject.rfc4514_string()[:512],
+    )
+    conn.execute(
+        insert(Checkpoint.__table__).values(
+            id=record.id,
+            created_at=now,
+            seq=seq,
+            head_hash=head_hash,
+            payload=record.payload,
+            algorithm=algorithm,
+            signature=signature,
+            certificate_chain=record.certificate_chain,
+            signer=record.signer,
+        )
+    )
     return record
 
 
 def load_all(conn: Connection) -> list[CheckpointRecord]:
     rows = conn.execute(select(Checkpoint.__table__).order_by(Checkpoint.seq, Checkpoint.created_at)).mappings()
-    return [CheckpointRecord(id=r["id"], seq=int(r["seq"]), head_hash=r["head_hash"],
-                             created_at=r["created_at"].isoformat(), payload=r["payload"], algorithm=r["algorithm"],
-                             signature=bytes(r["signature"]), certificate_chain=r["certificate_chain"],
-                             signer=r["signer"]) for r in rows]
+    return [
+        CheckpointRecord(
+            id=r["id"],
+            seq=int(r["seq"]),
+            head_hash=r["head_hash"],
+            created_at=r["created_at"].isoformat(),
+            payload=r["payload"],
+            algorithm=r["algorithm"],
+            signature=bytes(r["signature"]),
+            certificate_chain=r["certificate_chain"],
+            signer=r["signer"],
+        )
+        for r in rows
+    ]
 
 
 def to_export(record: CheckpointRecord) -> dict[str, Any]:
     """The checkpoint as a self-contained JSON document (signature in base64)."""
-    return {"type": CHECKPOINT_TYPE, "id": record.id, "seq": record.seq, "head_hash": record.head_hash,
-            "created_at": record.created_at, "payload": record.payload, "algorithm": record.algorithm,
-            "signature": base64.b64encode(record.signature).decode(), "certificate_chain": record.certificate_chain,
-            "signer": record.signer}
+    return {
+        "type": CHECKPOINT_TYPE,
+        "id": record.id,
+        "seq": record.seq,
+        "head_hash": record.head_hash,
+        "created_at": record.created_at,
+        "payload": record.payload,
+        "algorithm": record.algorithm,
+        "signature": base64.b64encode(record.signature).decode(),
+        "certificate_chain": record.certificate_chain,
+        "signer": record.signer,
+    }
 
 
 def from_export(data: Any, source: str) -> CheckpointRecord:
@@ -133,9 +178,16 @@ def from_export(data: Any, source: str) -> CheckpointRecord:
     try:
         if data.get("type") != CHECKPOINT_TYPE:
             raise ValueError(f"type is {data.get('type')!r}, not {CHECKPOINT_TYPE!r}")
-        return CheckpointRecord(id=str(data["id"]), seq=int(data["seq"]), head_hash=str(data["head_hash"]),
-                                created_at=str(data["created_at"]), payload=str(data["payload"]),
-                                algorithm=str(data["algorithm"]), signature=base64.b64decode(data["signature"]),
-                                certificate_chain=str(data["certificate_chain"]), signer=str(data.get("signer", "")))
+        return CheckpointRecord(
+            id=str(data["id"]),
+            seq=int(data["seq"]),
+            head_hash=str(data["head_hash"]),
+            created_at=str(data["created_at"]),
+            payload=str(data["payload"]),
+            algorithm=str(data["algorithm"]),
+            signature=base64.b64decode(data["signature"]),
+            certificate_chain=str(data["certificate_chain"]),
+            signer=str(data.get("signer", "")),
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise RegistryError(f"{source} is not a provgen registry checkpoint: {error}") from None

@@ -320,9 +320,7 @@ class Verification(Base):
     """One file checked by ``provgen verify``: its verdict, the evidence and the asset it resolved to."""
 
     __tablename__ = "verifications"
-    __table_args__ = (
-        CheckConstraint("verdict IN ('verified', 'recovered', 'tampered', 'unknown')", name="verdict"),
-    )
+    __table_args__ = (CheckConstraint("verdict IN ('verified', 'recovered', 'tampered', 'unknown')", name="verdict"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

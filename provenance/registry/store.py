@@ -70,9 +70,7 @@ def open_registry(url: str, *, upgrade: bool | Literal["blank"] = True) -> Regis
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except DBAPIError as exc:
-            raise db.translate_error(
-                exc, engine, "connecting to the registry", _connect_hint(engine)
-            ) from exc
+            raise db.translate_error(exc, engine, "connecting to the registry", _connect_hint(engine)) from exc
         if upgrade is True or (upgrade == "blank" and db.ensure_known_revision(engine) is None):
             db.upgrade(engine)
         else:
@@ -172,9 +170,7 @@ class Registry:
             watermark_id = secrets.randbelow(2**WATERMARK_BITS - 2) + 1
             with self._reading("drawing new asset ids from the registry") as session:
                 taken = session.scalar(
-                    select(Asset.id)
-                    .where(or_(Asset.id == asset_id, Asset.watermark_id == watermark_id))
-                    .limit(1)
+                    select(Asset.id).where(or_(Asset.id == asset_id, Asset.watermark_id == watermark_id)).limit(1)
                 )
             if taken is None:
                 return asset_id, watermark_id
@@ -215,9 +211,7 @@ class Registry:
             raise NotFoundError(f"no {what} `{key}` in the registry `{self.url}`")
         if len(found) > 1:
             listed = ", ".join(row.id for row in found[:5]) + (", ..." if len(found) > 5 else "")
-            raise NotFoundError(
-                f"{what} id prefix `{key}` is ambiguous, it matches {listed}; give more characters"
-            )
+            raise NotFoundError(f"{what} id prefix `{key}` is ambiguous, it matches {listed}; give more characters")
         return found[0]
 
     def _find_asset(self, doing: str, *criteria: Any) -> Asset | None:
@@ -254,9 +248,9 @@ class Registry:
         stmt = select(Asset.id, Asset.phash, Asset.created_at).where(Asset.phash.is_not(None))
         if radius <= _MAX_BAND_RADIUS:
             bands = phash_bands(target)
-            stmt = stmt.where(or_(*(
-                getattr(Asset, f"phash_{index}").in_(_ball16(band, radius)) for index, band in enumerate(bands)
-            )))
+            stmt = stmt.where(
+                or_(*(getattr(Asset, f"phash_{index}").in_(_ball16(band, radius)) for index, band in enumerate(bands)))
+            )
         best: tuple[int, Any, str] | None = None
         with self._reading("searching perceptual hashes in the registry") as session:
             for asset_id, asset_phash, created_at in session.execute(stmt.execution_options(yield_per=10_000)):
@@ -273,8 +267,7 @@ class Registry:
 
     # -- lineage, verifications, audit -------------------------------------------------------------
 
-    def record_input(self, session: Session, *, data: bytes, path: str | None, fmt: str | None = None
-                     ) -> Asset:
+    def record_input(self, session: Session, *, data: bytes, path: str | None, fmt: str | None = None) -> Asset:
         """The asset for an input image given as ``data``: an existing asset with that sha256 (one of ours,
         or an input seen before), else a new ``external`` asset added to ``session``.
 
@@ -302,16 +295,32 @@ class Registry:
                 fingerprint = perceptual_hash(image.convert("RGB"))
         except Exception:  # not an image Pillow reads: still recorded by hash, size and source
             pass
-        asset = Asset(id=new_id(), kind="external", sha256=digest, format=(detected or "bin")[:16], width=width,
-                      height=height, size_bytes=len(data), path=path, phash=fingerprint)
+        asset = Asset(
+            id=new_id(),
+            kind="external",
+            sha256=digest,
+            format=(detected or "bin")[:16],
+            width=width,
+            height=height,
+            size_bytes=len(data),
+            path=path,
+            phash=fingerprint,
+        )
         session.add(asset)
         return asset
 
     def record_verification(self, report: dict[str, Any], *, requester: str) -> str:
         """Store one ``provgen verify`` report (audited like every write); returns the verification id."""
-        row = Verification(id=new_id(), requester=requester, path=str(report.get("path", "")),
-                           sha256=report.get("sha256"), verdict=str(report.get("verdict")),
-                           match=report.get("match"), asset_id=report.get("asset_id"), report=report)
+        row = Verification(
+            id=new_id(),
+            requester=requester,
+            path=str(report.get("path", "")),
+            sha256=report.get("sha256"),
+            verdict=str(report.get("verdict")),
+            match=report.get("match"),
+            asset_id=report.get("asset_id"),
+            report=report,
+        )
         with self.transaction() as session:
             session.add(row)
         return row.id
@@ -329,8 +338,9 @@ class Registry:
                 for point in points:
                     error = signed.check_signature(point)
                     if error:
-                        problems.append(audit.Problem("checkpoint", point.seq, None, None,
-                                                      f"checkpoint {point.id}: {error}"))
+                        problems.append(
+                            audit.Problem("checkpoint", point.seq, None, None, f"checkpoint {point.id}: {error}")
+                        )
                     else:
                         valid.append(point)
                 report = audit.verify(conn, records=records, checkpoints=valid)
@@ -338,11 +348,19 @@ class Registry:
             raise db.translate_error(exc, self.engine, "verifying the audit log of the registry") from exc
         for problem in problems:
             report.add(problem)
-        report.checkpoints = [{"id": p.id, "seq": p.seq, "head_hash": p.head_hash, "created_at": p.created_at,
-                               "signer": p.signer, "algorithm": p.algorithm,
-                               "valid": p in valid and not any(q.kind == "checkpoint" and q.position == p.seq
-                                                               for q in report.problems)}
-                              for p in points]
+        report.checkpoints = [
+            {
+                "id": p.id,
+                "seq": p.seq,
+                "head_hash": p.head_hash,
+                "created_at": p.created_at,
+                "signer": p.signer,
+                "algorithm": p.algorithm,
+                "valid": p in valid
+                and not any(q.kind == "checkpoint" and q.position == p.seq for q in report.problems),
+            }
+            for p in points
+        ]
         return report
 
     def checkpoint(self, *, chain_pem: bytes, key_pem: bytes, alg: str) -> Any:
@@ -365,8 +383,9 @@ class Registry:
             inputs = [
                 {"asset_id": edge.parent_id, "relation": edge.relation, "role": edge.role}
                 for edge in session.scalars(
-                    select(LineageEdge).where(LineageEdge.child_id == asset.id).order_by(LineageEdge.role,
-                                                                                          LineageEdge.parent_id)
+                    select(LineageEdge)
+                    .where(LineageEdge.child_id == asset.id)
+                    .order_by(LineageEdge.role, LineageEdge.parent_id)
                 )
             ]
         return {
@@ -389,7 +408,9 @@ class Registry:
             "manifest_label": asset.manifest_label,
             "manifest_store_size": len(asset.manifest_store) if asset.manifest_store is not None else 0,
             "inputs": inputs,
-            "generation": None if generation is None else {
+            "generation": None
+            if generation is None
+            else {
                 "id": generation.id,
                 "created_at": _iso(generation.created_at),
                 "requester": generation.requester,
