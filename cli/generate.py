@@ -14,7 +14,8 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
 @click.argument("prompt")
 @click.option("--model", "-m", default=None,
               help="A model name from `provgen models list`, a local diffusers folder, or a hub id already in the "
-                   "local Hugging Face cache (default: PROVGEN_MODEL).")
+                   "local Hugging Face cache (default: PROVGEN_MODEL, else `shapes`, the small model shipped with "
+                   "provgen).")
 @click.option("--negative-prompt", "-n", default=None, help="What to steer away from.")
 @click.option("--width", "-W", type=int, default=None, help="Width in pixels (multiple of 8; default: model's).")
 @click.option("--height", "-H", type=int, default=None, help="Height in pixels (multiple of 8; default: model's).")

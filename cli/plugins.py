@@ -34,7 +34,7 @@ def schedulers() -> None:
 
 @schedulers.command("list")
 @click.option("--model", "-m", default=None,
-              help="Model name, folder or cached hub id (default: PROVGEN_MODEL).")
+              help="Model name, folder or cached hub id (default: PROVGEN_MODEL, else `shapes`).")
 @json_option
 def schedulers_list(model: str | None, as_json: bool) -> None:
     """List the schedulers that work with MODEL, by short name and by class name."""

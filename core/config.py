@@ -2,6 +2,7 @@
 
 ``PROVGEN_HOME`` (default ``~/.provgen``) holds keys, caches and the default SQLite registry.
 ``PROVGEN_REGISTRY_URL`` (default ``sqlite:///$PROVGEN_HOME/registry.db``) selects the registry.
+``PROVGEN_MODEL`` (default ``shapes``, the small model shipped with provgen) is the model used without ``--model``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "DEFAULT_MODEL"]
+
+#: the model used when neither ``--model``, ``PROVGEN_MODEL`` nor the settings name one: provgen's own small
+#: model, registered by the built-in plugin ``provgen.plugins.shapes_model`` (docs/models/shapes.md)
+DEFAULT_MODEL = "shapes"
 
 
 def _env_path(name: str) -> Path | None:
@@ -36,8 +41,9 @@ class Settings:
     #: torch device / dtype override ("cuda", "cpu", "mps"; "float16", "bfloat16", "float32")
     device: str | None = None
     dtype: str | None = None
-    #: ``--model`` when none is given (``PROVGEN_MODEL``)
-    default_model: str | None = None
+    #: ``--model`` when none is given (``PROVGEN_MODEL``, else :data:`DEFAULT_MODEL`); ``None`` makes a model
+    #: required on every request
+    default_model: str | None = DEFAULT_MODEL
     #: watermark method name used for new images
     watermark_method: str = "provgen-grid/1"
     #: the largest pHash Hamming distance accepted as a fingerprint match (64-bit pHash)
@@ -80,7 +86,7 @@ def load_settings(**overrides: object) -> Settings:
         device=os.environ.get("PROVGEN_DEVICE") or None,
         dtype=os.environ.get("PROVGEN_DTYPE") or None,
         watermark_method=os.environ.get("PROVGEN_WATERMARK") or "provgen-grid/1",
-        default_model=os.environ.get("PROVGEN_MODEL") or None,
+        default_model=os.environ.get("PROVGEN_MODEL") or DEFAULT_MODEL,
     )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "home" in overrides and "registry_url" not in overrides and not os.environ.get("PROVGEN_REGISTRY_URL"):

@@ -8,6 +8,7 @@ DEFAULT_PLUGINS = (
     "provgen.plugins.diffusers_sampler",
     "provgen.plugins.grid_watermark",
     "provgen.plugins.local_signer",
+    "provgen.plugins.shapes_model",
 )
 
 __all__ = ["DEFAULT_PLUGINS"]

@@ -331,9 +331,11 @@ def test_models_list_and_named_model(tiny_sd_dir: Path, tmp_path: Path) -> None:
 
 
 def test_model_from_environment(tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, _, err = run("generate", "x", *SIZE, "--out", str(tmp_path))
-    assert code == 2 and "no model given" in err
+    # without --model or PROVGEN_MODEL the shipped `shapes` model is used (tests/test_shapes_model.py)
     monkeypatch.setenv("PROVGEN_MODEL", str(tiny_sd_dir))
     code, out, err = run("generate", "x", *SIZE, "--out", str(tmp_path), "--json")
     assert code == 0, err
     assert json.loads(out)["model_id"] == str(tiny_sd_dir)
+    code, out, err = run("generate", "x", "--model", "shapes", "--steps", "3", "--out", str(tmp_path), "--json")
+    assert code == 0, err  # --model wins over PROVGEN_MODEL
+    assert json.loads(out)["model_id"] == "shapes"

@@ -205,10 +205,12 @@ def test_request_validation_messages() -> None:
 
 
 def test_default_model_comes_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from provgen.core.config import DEFAULT_MODEL, load_settings
     from provgen.core.errors import ModelLoadError
 
-    with pytest.raises(ValidationError, match="`model`: no model given"):
-        Engine(progress=False).generate(prompt="x")
+    assert load_settings().default_model == DEFAULT_MODEL == "shapes"  # the shipped model (test_shapes_model.py)
+    with pytest.raises(ValidationError, match="`model`: no model given"):  # settings may require a model
+        Engine(load_settings().replace(default_model=None), progress=False).generate(prompt="x")
     monkeypatch.setenv("PROVGEN_MODEL", str(tmp_path / "no-such-model"))
     with pytest.raises(ModelLoadError, match="no-such-model"):
         Engine(progress=False).generate(prompt="x")
