@@ -256,8 +256,8 @@ def test_older_registry_migrates_and_backfills(db_url):
                 text(
                     "INSERT INTO assets (id, generation_id, batch_index, seed, created_at, sha256, watermark_id, "
                     "watermark_method, phash, format, width, height, size_bytes, path, manifest_label, manifest_store) "
-                    "VALUES (:a, :g, 0, 1, :t, :s, 77, 'provgen-grid/1', 'f0f0f0f0f0f0f0f0', 'png', 64, 64, 10, '/x.png', "
-                    "'urn:c2pa:old', :m)"
+                    "VALUES (:a, :g, 0, 1, :t, :s, 77, 'provgen-grid/1', 'f0f0f0f0f0f0f0f0', 'png', 64, 64, 10, "
+                    "'/x.png', 'urn:c2pa:old', :m)"
                 ),
                 {"a": "c" * 32, "g": "a" * 32, "t": "2025-01-01 00:00:00+00:00", "s": "d" * 64, "m": b"store"},
             )
