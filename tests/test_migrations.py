@@ -108,7 +108,9 @@ EXPECTED = {
     },
 }
 EXPECTED_INDEXES = {
-    "generations": set(),
+    "generations": {
+        (f"ix_generations_{name}", (name,), False) for name in ("created_at", "requester", "model_id", "model_hash")
+    },
     "assets": {
         ("ix_assets_generation_id", ("generation_id",), False),
         ("ix_assets_created_at", ("created_at",), False),
@@ -128,6 +130,7 @@ EXPECTED_INDEXES = {
         ("ix_verifications_created_at", ("created_at",), False),
         ("ix_verifications_sha256", ("sha256",), False),
         ("ix_verifications_verdict", ("verdict",), False),
+        ("ix_verifications_asset_id_created_at", ("asset_id", "created_at"), False),
     },
     "audit_log": {("ix_audit_log_record", ("record_type", "record_id", "seq"), False)},
     "checkpoints": {("ix_checkpoints_seq", ("seq",), False)},

@@ -140,11 +140,11 @@ class Generation(Base):
     __tablename__ = "generations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    requester: Mapped[str] = mapped_column(String(255))
-    model_id: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    requester: Mapped[str] = mapped_column(String(255), index=True)
+    model_id: Mapped[str] = mapped_column(String(1024), index=True)
     #: sha256 hex of the model weights
-    model_hash: Mapped[str] = mapped_column(String(64))
+    model_hash: Mapped[str] = mapped_column(String(64), index=True)
     pipeline_class: Mapped[str] = mapped_column(String(255))
     scheduler: Mapped[str] = mapped_column(String(255))
     prompt: Mapped[str] = mapped_column(Text)
@@ -320,7 +320,11 @@ class Verification(Base):
     """One file checked by ``provgen verify``: its verdict, the evidence and the asset it resolved to."""
 
     __tablename__ = "verifications"
-    __table_args__ = (CheckConstraint("verdict IN ('verified', 'recovered', 'tampered', 'unknown')", name="verdict"),)
+    __table_args__ = (
+        CheckConstraint("verdict IN ('verified', 'recovered', 'tampered', 'unknown')", name="verdict"),
+        # the newest verdict of an asset (``registry search --verdict``)
+        Index("ix_verifications_asset_id_created_at", "asset_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

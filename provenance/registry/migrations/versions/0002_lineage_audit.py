@@ -110,6 +110,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_verifications_sha256"), ["sha256"], unique=False)
         batch_op.create_index(batch_op.f("ix_verifications_verdict"), ["verdict"], unique=False)
 
+    with op.batch_alter_table("generations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_generations_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_generations_requester"), ["requester"], unique=False)
+        batch_op.create_index(batch_op.f("ix_generations_model_id"), ["model_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_generations_model_hash"), ["model_hash"], unique=False)
+    with op.batch_alter_table("verifications", schema=None) as batch_op:
+        batch_op.create_index("ix_verifications_asset_id_created_at", ["asset_id", "created_at"], unique=False)
+
     with op.batch_alter_table("assets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("kind", sa.String(length=16), server_default="generated", nullable=False))
         batch_op.add_column(sa.Column("phash_0", sa.Integer(), nullable=True))
@@ -156,6 +164,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("generations", schema=None) as batch_op:
+        for name in ("model_hash", "model_id", "requester", "created_at"):
+            batch_op.drop_index(batch_op.f(f"ix_generations_{name}"))
     # external inputs and what refers to them cannot exist in 0001's schema
     op.drop_table("verifications")
     op.drop_table("lineage_edges")
