@@ -366,6 +366,7 @@ class ProvenanceLayer:
                 )
                 for ingredient in ingredients:  # inputs become assets (or are found) and lineage edges
                     parent = self.registry.record_input(session, data=ingredient.data, path=ingredient.source)
+                    session.flush()  # the input row before the edges that point at it
                     session.add_all(
                         [
                             LineageEdge(
