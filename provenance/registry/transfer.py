@@ -537,9 +537,22 @@ def import_jsonl(registry: Registry, stream: Iterable[bytes], *, source: str, ba
                 )
     except DBAPIError as exc:
         raise db.translate_error(exc, registry.engine, f"importing {source} into the registry") from exc
+    _refresh_statistics(registry)
     result = importer.result
     result.head_seq, result.head_hash, result.records_verified = report.head_seq, report.head_hash, report.records
     return result
+
+
+def _refresh_statistics(registry: Registry) -> None:
+    """After a bulk load PostgreSQL plans lineage walks badly until it has statistics (1 s instead of 1 ms
+    at 100k edges, docs/lineage.md), so analyse the tables the import filled. SQLite needs nothing."""
+    if registry.engine.dialect.name != "postgresql":
+        return
+    try:
+        with registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE generations, assets, lineage_edges, verifications, audit_log")
+    except DBAPIError:
+        pass  # statistics are an optimisation; the import itself is committed
 
 
 def _verify(conn: Connection) -> audit.ChainReport:
