@@ -306,6 +306,11 @@ class LineageEdge(Base):
     relation: Mapped[str] = mapped_column(String(16))
     role: Mapped[str] = mapped_column(String(64))
 
+    # Not navigated by provgen; declared so that a flush inserts the assets before the edges pointing at them.
+    parent: Mapped[Asset] = relationship(foreign_keys=[parent_id], lazy="raise")
+    child: Mapped[Asset] = relationship(foreign_keys=[child_id], lazy="raise")
+    generation: Mapped[Generation | None] = relationship(lazy="raise")
+
     @validates("relation")
     def _validate_relation(self, key: str, value: str) -> str:
         if value not in RELATIONS:
@@ -337,6 +342,9 @@ class Verification(Base):
     asset_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id"), index=True)
     #: the full report, JSON
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    # declared for flush order only (see LineageEdge)
+    asset: Mapped[Asset | None] = relationship(lazy="raise")
 
     @validates("verdict")
     def _validate_verdict(self, key: str, value: str) -> str:
