@@ -292,7 +292,11 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "command": "python -m provgen.plugins.shapes.train "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
+            for k, v in vars(args).items()
+            if v is not False
+        ),
     }
     print(json.dumps(info), flush=True)
 

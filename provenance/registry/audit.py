@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -65,6 +66,8 @@ AUDIT_LOCK_KEY = zlib.crc32(b"provgen.registry.audit")
 _TABLES: dict[str, Table] = {name: model.__table__ for name, model in AUDITED.items()}  # type: ignore[misc]
 _TYPE_OF: dict[type, str] = {model: name for name, model in AUDITED.items()}
 _IN_CHUNK = 500
+#: characters JSON escapes in a string
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 _STREAM = 20_000
 
 
@@ -93,6 +96,27 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is not UTC:  # values read through UTCDateTime already are
         moment = moment.astimezone(UTC)
     return moment.isoformat(timespec="microseconds")
+
+
+def _raw_iso(value: Any) -> str:
+    """:func:`_iso` of a created_at as the driver returns it: a datetime (PostgreSQL) or SQLite's stored text
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC, as SQLAlchemy writes it), rewritten without parsing."""
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " " and value[19] == ".":
+            return f"{value[:10]}T{value[11:]}+00:00"
+        value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+    return _iso(value)
+
+
+def _entry_hash_fast(prev_hash: str, iso: str, record_type: str, record_id: str, action: str, digest: str) -> str:
+    """:func:`entry_hash` with the canonical JSON of the six strings written by hand when none needs escaping
+    (always, for entries provgen wrote): same bytes, a third of the time."""
+    joined = '","'.join((prev_hash, iso, record_type, record_id, action, digest))
+    if _NEEDS_ESCAPE.search(joined):
+        return hashlib.sha256(canonical_json([prev_hash, iso, record_type, record_id, action, digest])).hexdigest()
+    return hashlib.sha256(f'["{joined}"]'.encode()).hexdigest()
 
 
 def record_hash(record_type: str, row: Mapping[str, Any]) -> str:
@@ -276,20 +300,14 @@ def _stream(conn: Connection, statement: Any) -> Iterator[Any]:
 
 
 def _verify_links(conn: Connection, report: ChainReport) -> None:
-    cols = AuditEntry.__table__.c
-    statement = select(
-        cols.seq,
-        cols.created_at,
-        cols.record_type,
-        cols.record_id,
-        cols.action,
-        cols.record_hash,
-        cols.prev_hash,
-        cols.entry_hash,
-    ).order_by(cols.seq)
+    # Raw driver rows (no result processing): this loop is the hot path of `registry verify`.
+    rows = conn.execution_options(yield_per=_STREAM).exec_driver_sql(
+        "SELECT seq, created_at, record_type, record_id, action, record_hash, prev_hash, entry_hash "
+        "FROM audit_log ORDER BY seq"
+    )
     expected_seq, last_hash = 1, GENESIS
     broken: list[tuple[int, str, str, str]] = []
-    for seq, created_at, record_type, record_id, action, rec_hash, prev_hash, stored_hash in _stream(conn, statement):
+    for seq, created_at, record_type, record_id, action, rec_hash, prev_hash, stored_hash in rows:
         report.entries += 1
         if seq != expected_seq:
             if seq > expected_seq:
@@ -304,7 +322,7 @@ def _verify_links(conn: Connection, report: ChainReport) -> None:
                     )
                 )
             expected_seq = seq
-        computed = entry_hash(prev_hash, created_at, record_type, record_id, action, rec_hash)
+        computed = _entry_hash_fast(prev_hash, _raw_iso(created_at), record_type, record_id, action, rec_hash)
         if computed != stored_hash:
             report.add(
                 Problem(
@@ -324,6 +342,7 @@ def _verify_links(conn: Connection, report: ChainReport) -> None:
         return
     wanted = {prev for _, prev, _, _ in broken}
     where: dict[str, int] = {}
+    cols = AuditEntry.__table__.c
     for seq, stored_hash in _stream(conn, select(cols.seq, cols.entry_hash).order_by(cols.seq)):
         if stored_hash in wanted:
             where[stored_hash] = seq
