@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,6 +30,7 @@ from provgen.provenance.registry import lineage as lineage_module
 from provgen.provenance.registry.lineage import ancestors, descendants, lineage, walk_statement
 from provgen.provenance.registry.models import new_id
 from provgen.provenance.registry.prov import lineage_to_openlineage, lineage_to_prov, write_registry_prov
+from tests.factories import fake_generation
 
 MODEL = "org/tiny-model"
 
@@ -78,44 +78,24 @@ class Builder:
         asset_id, watermark_id = self.registry.new_ids()
         generation_id = new_id()
         with self._transaction() as session:
-            generation = Generation(
+            generation = fake_generation(
                 id=generation_id,
-                requester="alice@example.org",
                 model_id=MODEL,
-                model_hash=secrets.token_hex(32),
-                pipeline_class="StableDiffusionPipeline",
-                scheduler="EulerDiscreteScheduler",
                 prompt=prompt or f"image {name}",
-                negative_prompt=None,
-                seed=2**63 - 1,
-                num_inference_steps=2,
-                guidance_scale=7.5,
-                width=64,
                 height=64,
-                num_images=1,
                 recipe={"software": {"provgen": "0.1.0"}},
                 plugins=[],
+                asset_fields=[
+                    {
+                        "id": asset_id,
+                        "watermark_id": watermark_id,
+                        "seed": 2**63 - 1,
+                        "height": 64,
+                        "manifest_store": b"c2pa",
+                    }
+                ],
             )
-            generation.assets = [
-                Asset(
-                    id=asset_id,
-                    batch_index=0,
-                    seed=2**63 - 1,
-                    sha256=secrets.token_hex(32),
-                    watermark_id=watermark_id,
-                    watermark_method="provgen-grid/1",
-                    phash=secrets.token_hex(8),
-                    format="png",
-                    width=64,
-                    height=64,
-                    size_bytes=1000,
-                    path=f"/out/{asset_id}.png",
-                    manifest_label=f"urn:c2pa:{asset_id}",
-                    manifest_store=b"c2pa",
-                )
-            ]
             session.add(generation)
-            session.flush()  # edges have no ORM relationship to order them after their assets
             for parent, relation, role in parents:
                 session.add(
                     LineageEdge(

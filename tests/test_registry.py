@@ -7,7 +7,6 @@ PostgreSQL tests get a fresh database per test, created from PROVGEN_TEST_POSTGR
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from provgen.provenance.registry import (
     make_engine,
     open_registry,
 )
+from tests.factories import fake_asset, fake_generation
 
 # -- backends --------------------------------------------------------------------------------------
 
@@ -41,46 +41,13 @@ def registry(db_url: str) -> Iterator[Registry]:
 
 def make_asset(registry: Registry, batch_index: int, **fields) -> Asset:
     asset_id, watermark_id = registry.new_ids()
-    values = {
-        "id": asset_id,
-        "batch_index": batch_index,
-        "seed": 1234 + batch_index,
-        "sha256": secrets.token_hex(32),
-        "watermark_id": watermark_id,
-        "watermark_method": "dwtDct",
-        "phash": secrets.token_hex(8),
-        "format": "png",
-        "width": 64,
-        "height": 48,
-        "size_bytes": 4096,
-        "path": f"/out/{asset_id}.png",
-        "manifest_label": f"urn:c2pa:{asset_id}",
-        "manifest_store": b"\x00c2pa" + secrets.token_bytes(64),
-    }
-    values.update(fields)
-    return Asset(**values)
+    return fake_asset(
+        batch_index, **{"id": asset_id, "watermark_id": watermark_id, "watermark_method": "dwtDct", **fields}
+    )
 
 
 def make_generation(registry: Registry, num_assets: int = 2, asset_fields=(), **fields) -> Generation:
-    values = {
-        "requester": "alice@example.org",
-        "model_id": "hf-internal-testing/tiny-stable-diffusion-torch",
-        "model_hash": secrets.token_hex(32),
-        "pipeline_class": "StableDiffusionPipeline",
-        "scheduler": "EulerDiscreteScheduler",
-        "prompt": "a lighthouse at dusk",
-        "negative_prompt": None,
-        "seed": 2**63 - 1,
-        "num_inference_steps": 2,
-        "guidance_scale": 7.5,
-        "width": 64,
-        "height": 48,
-        "num_images": num_assets,
-        "recipe": {"prompt": "a lighthouse at dusk", "steps": 2, "nested": {"x": [1, 2.5, None]}},
-        "plugins": [{"name": "provgen.plugins.diffusers_backend", "version": "0.1.0"}],
-    }
-    values.update(fields)
-    generation = Generation(**values)
+    generation = fake_generation(num_assets, **fields)
     extra = list(asset_fields) + [{}] * num_assets
     generation.assets = [make_asset(registry, i, **extra[i]) for i in range(num_assets)]
     return generation

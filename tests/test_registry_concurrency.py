@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from provgen.provenance.registry import Asset, AuditEntry, Generation, LineageEdge, open_registry
-from provgen.provenance.registry.models import new_id
+from tests.factories import fake_generation
 
 PROCESSES = 4
 RECORDS = 200
@@ -59,41 +59,23 @@ def _write(registry: Any, worker: int) -> tuple[list[str], list[tuple[str, str]]
         asset_id, watermark_id = registry.new_ids()
         seed = secrets.randbelow(2**63)
         with registry.transaction() as session:
-            generation = Generation(
-                id=new_id(),
+            generation = fake_generation(
                 requester=f"worker-{worker}@example.org",
-                model_id="stabilityai/stable-diffusion-2-1-base",
-                model_hash=secrets.token_hex(32),
-                pipeline_class="StableDiffusionPipeline",
-                scheduler="DPMSolverMultistepScheduler",
                 prompt=f"a lighthouse at dusk, worker {worker}, record {index}",
                 negative_prompt="blurry" if index % 2 else None,
                 seed=seed,
-                num_inference_steps=25,
-                guidance_scale=7.5,
-                width=512,
-                height=512,
-                num_images=1,
                 recipe={"prompt": "a lighthouse at dusk", "steps": 25, "cfg": 7.5, "worker": worker, "i": index},
-                plugins=[{"name": "provgen.plugins.diffusers_backend", "version": "0.1.0"}],
+                asset_fields=[
+                    {
+                        "id": asset_id,
+                        "watermark_id": watermark_id,
+                        "seed": seed,
+                        "size_bytes": 300_000 + index,
+                        "path": f"/out/worker-{worker}/{index:04d}.png",
+                        "manifest_store": b"c2pa" + secrets.token_bytes(200 + secrets.randbelow(300)),
+                    }
+                ],
             )
-            asset = Asset(
-                id=asset_id,
-                batch_index=0,
-                seed=seed,
-                sha256=secrets.token_hex(32),
-                watermark_id=watermark_id,
-                watermark_method="dwtDct",
-                phash=secrets.token_hex(8),
-                format="png",
-                width=512,
-                height=512,
-                size_bytes=300_000 + index,
-                path=f"/out/worker-{worker}/{index:04d}.png",
-                manifest_label=f"urn:c2pa:{asset_id}",
-                manifest_store=b"c2pa" + secrets.token_bytes(200 + secrets.randbelow(300)),
-            )
-            generation.assets = [asset]
             parent = None
             if index % EDGE_EVERY == EDGE_EVERY - 1:
                 if (index // EDGE_EVERY) % 2:
@@ -102,9 +84,6 @@ def _write(registry: Any, worker: int) -> tuple[list[str], list[tuple[str, str]]
                     parent = session.scalar(select(Asset.id).order_by(Asset.created_at.desc()).limit(1))
             session.add(generation)
             if parent is not None:
-                # LineageEdge has no relationship() to Asset, so the unit of work does not know to insert the
-                # asset first: flush it before adding the edge (as provgen.provenance.layer does)
-                session.flush()
                 session.add(
                     LineageEdge(
                         parent_id=parent,

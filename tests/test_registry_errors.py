@@ -32,6 +32,7 @@ from provgen.provenance.registry import (
     upgrade,
 )
 from provgen.provenance.registry.models import UTCDateTime, new_id, phash_bands
+from tests.factories import fake_generation
 
 UNREACHABLE = "postgresql+psycopg://provgen:s3cr3t-pw@127.0.0.1:1/provgen"
 
@@ -55,44 +56,7 @@ def registry(db_url: str) -> Iterator[Registry]:
 
 
 def generation_with_asset() -> Generation:
-    asset_id = new_id()
-    generation = Generation(
-        id=new_id(),
-        requester="alice@example.org",
-        model_id="stabilityai/stable-diffusion-2-1-base",
-        model_hash=secrets.token_hex(32),
-        pipeline_class="StableDiffusionPipeline",
-        scheduler="EulerDiscreteScheduler",
-        prompt="a lighthouse at dusk",
-        negative_prompt=None,
-        seed=42,
-        num_inference_steps=20,
-        guidance_scale=7.5,
-        width=512,
-        height=512,
-        num_images=1,
-        recipe={"prompt": "a lighthouse at dusk", "steps": 20},
-        plugins=[{"name": "provgen.plugins.diffusers_backend", "version": "0.1.0"}],
-    )
-    generation.assets = [
-        Asset(
-            id=asset_id,
-            batch_index=0,
-            seed=42,
-            sha256=secrets.token_hex(32),
-            watermark_id=secrets.randbelow(2**48 - 2) + 1,
-            watermark_method="dwtDct",
-            phash=secrets.token_hex(8),
-            format="png",
-            width=512,
-            height=512,
-            size_bytes=123_456,
-            path=f"/out/{asset_id}.png",
-            manifest_label=f"urn:c2pa:{asset_id}",
-            manifest_store=b"c2pa" + secrets.token_bytes(300),
-        )
-    ]
-    return generation
+    return fake_generation(1, seed=42, num_inference_steps=20, width=512, height=512)
 
 
 def table_counts(registry: Registry) -> tuple[int, int, int]:
