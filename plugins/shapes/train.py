@@ -1,22 +1,17 @@
 """Train the shapes text-to-image model (a standard diffusers StableDiffusionPipeline folder).
 
-    python -m provgen.plugins.shapes.train [--out DIR] [--steps N] [--vae-steps N] [--seed S] [--cache N]
+    python -m provgen.plugins.shapes.train [--out DIR] [--steps N] [--vae-steps N] [--seed S]
 
-Data is rendered from ``dataset`` (nothing read from disk). Phases:
-1. a small AutoencoderKL (x4: 64 px -> 16x16x4 latents), reconstruction + tiny KL; then its encoder is frozen
-   and its latent scaling factor is measured and written into the VAE config;
-2. a cache: ``--cache`` captioned images rendered and encoded once (token ids, latent posterior mean and std),
-   because rendering and encoding would otherwise dominate each step;
-3. a UNet2DConditionModel on the 16x16x4 latents (sampled from the cached posteriors with fresh noise) and a
-   2-layer CLIPTextModel trained jointly, epsilon prediction on the scaled-linear DDPM schedule (the one
-   DPMSolverMultistepScheduler samples with), min-SNR(5) loss weights, 10% empty captions for
-   classifier-free guidance, AdamW with warm-up + cosine decay, EMA of UNet and text-encoder weights;
-4. the decoder fine-tuned on the frozen encoder's latents (``--decoder-steps``; the latent space the UNet
-   learned does not change).
+Two phases, both on data rendered on the fly from ``dataset`` (nothing on disk):
+1. a small AutoencoderKL (x4: 64 px -> 16x16x4 latents), reconstruction + tiny KL; then its encoder is frozen,
+   its latent scaling factor is measured and written into the VAE config (the decoder keeps being refined on
+   the frozen latents during phase 2, every second step, which leaves the latent space unchanged);
+2. a UNet2DConditionModel on the 16x16x4 latents and a 2-layer CLIPTextModel trained jointly, epsilon
+   prediction on the scaled-linear DDPM schedule (the one DPMSolverMultistepScheduler samples with),
+   min-SNR(5) loss weights, 10% empty captions for classifier-free guidance, AdamW with warm-up + cosine decay,
+   EMA of UNet and text-encoder weights.
 Checkpoints (full pipeline folders, EMA weights) go to ``OUT/../model_ckpt`` every ``--ckpt-every`` steps,
-and the final one to ``OUT``, with ``training.json``. ``--max-minutes`` bounds phase 3 (the cosine schedule then follows
-steps or time, whichever runs out first, so results depend on the machine's speed; for an exact rerun give
-the recorded ``steps_done`` as ``--steps`` and no time limit).
+and the final one to ``OUT``, with ``training.json``.
 """
 
 from __future__ import annotations
@@ -82,7 +77,7 @@ def build_tokenizer() -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- models
-def build_models(tok: Any, seed: int, attn16: bool = False) -> tuple[Any, Any, Any]:
+def build_models(tok: Any, seed: int) -> tuple[Any, Any, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -118,16 +113,14 @@ def build_models(tok: Any, seed: int, attn16: bool = False) -> tuple[Any, Any, A
         )
     )
     torch.manual_seed(seed + 2)
-    first = "CrossAttnDownBlock2D" if attn16 else "DownBlock2D"
-    last = "CrossAttnUpBlock2D" if attn16 else "UpBlock2D"
     unet = UNet2DConditionModel(
         sample_size=SIZE // 4,
         in_channels=4,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(32, 64, 128),
-        down_block_types=(first, "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", last),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,
         attention_head_dim=32,
         norm_num_groups=8,
@@ -197,43 +190,6 @@ def measure_scale(vae: Any, rng: random.Random) -> float:
     return float(1.0 / lat.std())
 
 
-@torch.no_grad()
-def build_cache(vae: Any, tok: Any, rng: random.Random, n: int, chunk: int = 250) -> dict[str, torch.Tensor]:
-    """Render ``n`` captioned images once, keep their token ids and latent posteriors (mean, std).
-
-    Rendering and encoding dominate a step otherwise; the UNet phase then samples latents from these
-    posteriors (fresh noise every time), so the cache costs little variety.
-    """
-    ids, means, stds = [], [], []
-    for start in range(0, n, chunk):
-        caps, x = batch(rng, min(chunk, n - start))
-        post = vae.encode(x).latent_dist
-        means.append(post.mean.clone())
-        stds.append(post.std.clone())
-        ids.append(tok(caps, padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt").input_ids)
-    return {"ids": torch.cat(ids), "mean": torch.cat(means), "std": torch.cat(stds)}
-
-
-def refine_decoder(vae: Any, opt: Any, steps: int, rng: random.Random, log: list, bs: int = 16) -> float | None:
-    """Fine-tune the decoder on the frozen encoder's latents (the latent space the UNet learned is unchanged)."""
-    running = None
-    t0 = time.time()
-    for step in range(steps):
-        _, x = batch(rng, bs)
-        with torch.no_grad():
-            lat = vae.encode(x).latent_dist.sample()
-        rec = vae.decode(lat).sample
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 100 == 0 or step == steps - 1:
-            print(f"decoder {step:5d} rec {running:.5f} {time.time() - t0:.0f}s", flush=True)
-            log.append({"step": step, "rec": round(running, 6), "t": round(time.time() - t0, 1)})
-    return running
-
-
 def save_pipeline(out: Path, tok: Any, te: Any, unet: Any, vae: Any) -> None:
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
@@ -270,9 +226,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop the UNet phase after this wall time")
-    ap.add_argument("--cache", type=int, default=60000, help="captioned images rendered and encoded once")
-    ap.add_argument("--decoder-steps", type=int, default=600, help="decoder fine-tuning after the UNet phase")
-    ap.add_argument("--attn16", action="store_true", help="cross-attention also at the 16x16 level")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -292,16 +245,12 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "command": "python -m provgen.plugins.shapes.train "
-        + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
-            for k, v in vars(args).items()
-            if v is not False
-        ),
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
     }
     print(json.dumps(info), flush=True)
 
     tok = build_tokenizer()
-    vae, te, unet = build_models(tok, args.seed, attn16=args.attn16)
+    vae, te, unet = build_models(tok, args.seed)
     info["params"] = {"vae": n_params(vae), "text_encoder": n_params(te), "unet": n_params(unet)}
     print(info["params"], flush=True)
 
@@ -312,12 +261,6 @@ def main() -> None:
     info["vae_log"], info["scaling_factor"] = vae_log, scale
     info["vae_seconds"] = round(time.time() - t_start, 1)
     print(f"scaling_factor {scale:.4f}", flush=True)
-    t_cache = time.time()
-    cache = build_cache(vae, tok, rng, args.cache)
-    info["cache_seconds"] = round(time.time() - t_cache, 1)
-    print(f"cache of {args.cache} images in {info['cache_seconds']}s", flush=True)
-    empty_ids = tok([""], padding="max_length", max_length=MAX_LEN, return_tensors="pt").input_ids
-    gen = torch.Generator().manual_seed(args.seed + 3)
 
     from diffusers import DDPMScheduler
 
@@ -334,20 +277,16 @@ def main() -> None:
     te.train()
     log: list = []
     t1 = time.time()
-    running = None
+    running = dec_running = None
     ckpt_dir = args.out.parent / (args.out.name + "_ckpt")
     step = 0
     for step in range(args.steps):
-        # with a time limit the cosine follows whichever runs out first, steps or time, so it always anneals
-        budget = args.max_minutes * 60
-        progress_step = step if not budget else max(step, int(args.steps * (time.time() - t1) / budget))
         for g in opt.param_groups:
-            g["lr"] = lr_at(min(progress_step, args.steps - 1), args.steps, args.lr, 200)
-        idx = torch.randint(0, args.cache, (args.bs,), generator=gen)
-        lat = (cache["mean"][idx] + cache["std"][idx] * torch.randn(cache["mean"][idx].shape, generator=gen)) * scale
-        ids = cache["ids"][idx].clone()
-        dropped = torch.rand(args.bs, generator=gen) < 0.1  # empty captions for classifier-free guidance
-        ids[dropped] = empty_ids
+            g["lr"] = lr_at(step, args.steps, args.lr, 200)
+        caps, x = batch(rng, args.bs, p_drop=0.1)
+        with torch.no_grad():
+            lat = vae.encode(x).latent_dist.sample() * scale
+            ids = tok(caps, padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt").input_ids
         noise = torch.randn_like(lat)
         t = torch.randint(0, 1000, (lat.shape[0],))
         noisy = noise_sched.add_noise(lat, noise, t)
@@ -363,12 +302,19 @@ def main() -> None:
         with torch.no_grad():
             for e, p in ema_pairs:
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        if step % 2 == 0:  # keep refining the decoder on the frozen encoder's latents (latent space unchanged)
+            rec = vae.decode(lat[:12] / scale).sample
+            dec_loss = F.mse_loss(rec, x[:12]) + 0.5 * F.l1_loss(rec, x[:12])
+            dec_opt.zero_grad(set_to_none=True)
+            dec_loss.backward()
+            dec_opt.step()
+            dec_running = dec_loss.item() if dec_running is None else 0.95 * dec_running + 0.05 * dec_loss.item()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         elapsed = time.time() - t1
         if step % 50 == 0:
             print(
                 f"unet {step:6d} loss {running:.4f} lr {opt.param_groups[0]['lr']:.2e} {elapsed:.0f}s "
-                f"({elapsed / (step + 1):.2f}s/it)",
+                f"({elapsed / (step + 1):.2f}s/it) dec {dec_running:.4f}",
                 flush=True,
             )
         if step % 250 == 0:
@@ -376,10 +322,11 @@ def main() -> None:
                 {
                     "step": step,
                     "loss_ema": round(running, 5),
+                    "decoder_rec": round(dec_running, 5),
                     "t": round(elapsed, 1),
                 }
             )
-        stop = budget and elapsed > budget
+        stop = args.max_minutes and elapsed > args.max_minutes * 60
         if (step + 1) % args.ckpt_every == 0 or stop:
             save_pipeline(ckpt_dir / f"step{step + 1:06d}", tok, ema_te, ema_unet, vae)
             print(f"checkpoint step {step + 1}", flush=True)
@@ -389,10 +336,8 @@ def main() -> None:
     info["steps_done"] = step + 1
     info["unet_log"] = log
     info["final_loss_ema"] = running
+    info["final_decoder_rec"] = dec_running
     info["unet_seconds"] = round(time.time() - t1, 1)
-    dec_log: list = []
-    info["final_decoder_rec"] = refine_decoder(vae, dec_opt, args.decoder_steps, rng, dec_log)
-    info["decoder_log"] = dec_log
     info["wall_seconds"] = round(time.time() - t_start, 1)
     save_pipeline(args.out, tok, ema_te, ema_unet, vae)
     (args.out / "training.json").write_text(json.dumps(info, indent=1))
