@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, defer, joinedload, raiseload
 from provgen.core.errors import NotFoundError, ValidationError
 from provgen.provenance.registry import db
 from provgen.provenance.registry.models import Asset, Generation, LineageEdge
+from provgen.provenance.registry.store import generation_fields
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement, FromClause
@@ -195,29 +196,8 @@ class LineageGraph:
             "truncated": self.truncated,
             "nodes": [node.to_dict() for node in self.nodes],
             "edges": [edge.to_dict() for edge in self.edges],
-            "generations": [_generation_dict(g) for g in sorted(self.generations.values(), key=_by_time)],
+            "generations": [generation_fields(g) for g in sorted(self.generations.values(), key=_by_time)],
         }
-
-
-def _generation_dict(generation: Generation) -> dict[str, Any]:
-    return {
-        "id": generation.id,
-        "created_at": _iso(generation.created_at),
-        "requester": generation.requester,
-        "model_id": generation.model_id,
-        "model_hash": generation.model_hash,
-        "pipeline_class": generation.pipeline_class,
-        "scheduler": generation.scheduler,
-        "prompt": generation.prompt,
-        "negative_prompt": generation.negative_prompt,
-        "seed": generation.seed,
-        "num_inference_steps": generation.num_inference_steps,
-        "guidance_scale": generation.guidance_scale,
-        "width": generation.width,
-        "height": generation.height,
-        "num_images": generation.num_images,
-        "plugins": generation.plugins,
-    }
 
 
 def _by_time(generation: Generation) -> tuple[datetime, str]:

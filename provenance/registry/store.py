@@ -428,26 +428,33 @@ class Registry:
             "generation": None
             if generation is None
             else {
-                "id": generation.id,
-                "created_at": _iso(generation.created_at),
-                "requester": generation.requester,
-                "model_id": generation.model_id,
-                "model_hash": generation.model_hash,
-                "pipeline_class": generation.pipeline_class,
-                "scheduler": generation.scheduler,
-                "prompt": generation.prompt,
-                "negative_prompt": generation.negative_prompt,
-                "seed": generation.seed,
-                "num_inference_steps": generation.num_inference_steps,
-                "guidance_scale": generation.guidance_scale,
-                "width": generation.width,
-                "height": generation.height,
-                "num_images": generation.num_images,
+                **generation_fields(generation),
                 "recipe": generation.recipe,
-                "plugins": generation.plugins,
                 "asset_ids": [sibling.id for sibling in generation.assets],
             },
         }
+
+
+def generation_fields(generation: Generation) -> dict[str, Any]:
+    """A JSON-ready dict of a generation's own columns except the recipe (times in ISO 8601 UTC)."""
+    return {
+        "id": generation.id,
+        "created_at": _iso(generation.created_at),
+        "requester": generation.requester,
+        "model_id": generation.model_id,
+        "model_hash": generation.model_hash,
+        "pipeline_class": generation.pipeline_class,
+        "scheduler": generation.scheduler,
+        "prompt": generation.prompt,
+        "negative_prompt": generation.negative_prompt,
+        "seed": generation.seed,
+        "num_inference_steps": generation.num_inference_steps,
+        "guidance_scale": generation.guidance_scale,
+        "width": generation.width,
+        "height": generation.height,
+        "num_images": generation.num_images,
+        "plugins": generation.plugins,
+    }
 
 
 def _eager(model: type[Base]) -> list[Any]:
