@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
+import sqlite3
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -138,7 +140,7 @@ def _install_sqlite_listeners(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(cursor, busy_timeout_ms)
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
@@ -149,6 +151,26 @@ def _install_sqlite_listeners(engine: Engine, busy_timeout_ms: int) -> None:
         if mode not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"sqlite_begin={mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _enable_wal(cursor: Any, busy_timeout_ms: int) -> None:
+    """Put the database in WAL mode, retrying while another connection holds it.
+
+    Hand-written retry because SQLite answers ``PRAGMA journal_mode=WAL`` with "database is locked" at once,
+    without calling the busy handler, while another connection has the (not yet WAL) file open, e.g. when
+    several processes open a brand-new registry together. Once the file is in WAL mode the pragma is a no-op.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def write_engine(engine: Engine) -> Engine:
