@@ -34,7 +34,29 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality.")
 @click.option("--post", "postprocess", multiple=True, metavar="NAME[:ARGS]",
-              help="Post-processor to apply before signing (repeatable, applied in order).")
+              help="Post-processor to apply before signing (repeatable, applied in order): resize:1024x1024, "
+                   "resize:2x, upscale:2, sharpen:0.5, color:saturation=1.1,contrast=1.05, or one a plugin adds.")
+@click.option("--init-image", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Start from this image (PNG, JPEG or WebP): img2img, or inpainting with --mask. It is recorded as "
+                   "the parent of the output (C2PA parentOf ingredient, registry lineage).")
+@click.option("--strength", type=float, default=None,
+              help="How much of --init-image is re-noised, in (0, 1]: low keeps it, 1 ignores it.  [default: 0.8]")
+@click.option("--mask", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Inpainting mask, the size of --init-image: white areas are repainted, black kept.")
+@click.option("--lora", multiple=True, metavar="PATH[:SCALE]",
+              help="LoRA weights to apply (repeatable): a .safetensors file or a folder holding one, with an optional "
+                   "scale from -10 to 10 (default 1). Its sha256 is recorded. Needs: pip install 'provgen[lora]'.")
+@click.option("--controlnet", multiple=True, metavar="MODEL=IMAGE[:SCALE]",
+              help="Condition on IMAGE with the ControlNet in the local folder MODEL (repeatable; scale 0-10, default "
+                   "1). The image is recorded as an input (C2PA inputTo ingredient, registry lineage).")
+@click.option("--control-guidance-start", type=float, default=None,
+              help="Fraction of the steps after which the ControlNet(s) start to apply, in [0, 1).  [default: 0]")
+@click.option("--control-guidance-end", type=float, default=None,
+              help="Fraction of the steps after which the ControlNet(s) stop applying, in (0, 1].  [default: 1]")
+@click.option("--ip-adapter", multiple=True, metavar="PATH=IMAGE[:SCALE]",
+              help="Use IMAGE as a reference through the IP-Adapter at PATH (weights .safetensors with an "
+                   "image_encoder/ folder beside them, or a folder holding both; scale 0-10, default 1). The image "
+                   "is recorded as an input.")
 @click.option("--user", default=None, help="Requester recorded in the registry (default: PROVGEN_USER or login).")
 @click.option("--device", default=None, help="torch device: cuda, cuda:N, mps or cpu (default: best available).")
 @click.option("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on CUDA).")
@@ -47,7 +69,10 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
 def generate(prompt: str, model: str | None, negative_prompt: str | None, width: int | None, height: int | None,
              num_inference_steps: int, guidance_scale: float, seed: int | None, num_images: int,
              scheduler: str | None, output_dir: Path, fmt: str, quality: int, postprocess: tuple[str, ...],
-             user: str | None, device: str | None, dtype: str | None, cert: Path | None, key: Path | None,
+             init_image: Path | None, strength: float | None, mask: Path | None, lora: tuple[str, ...],
+             controlnet: tuple[str, ...], control_guidance_start: float | None,
+             control_guidance_end: float | None, ip_adapter: tuple[str, ...], user: str | None,
+             device: str | None, dtype: str | None, cert: Path | None, key: Path | None,
              as_json: bool, quiet: bool) -> None:
     """Generate images for PROMPT; each is watermarked, C2PA-signed, registered and written atomically."""
     from provgen.core.engine import Engine
@@ -57,7 +82,9 @@ def generate(prompt: str, model: str | None, negative_prompt: str | None, width:
         prompt=prompt, model=model, negative_prompt=negative_prompt, width=width, height=height,
         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
         num_images=num_images, scheduler=scheduler, output_dir=output_dir, format=fmt, quality=quality,
-        postprocess=postprocess, user=user,
+        postprocess=postprocess, init_image=init_image, strength=strength, mask=mask, user=user,
+        plugin_options=_conditioning_options(lora, controlnet, control_guidance_start, control_guidance_end,
+                                             ip_adapter),
     )
     request.check_inputs()  # fail on bad fields before torch is even imported
     engine = Engine(settings, device=device, dtype=dtype, progress=False if (as_json or quiet) else None)
@@ -72,6 +99,20 @@ def generate(prompt: str, model: str | None, negative_prompt: str | None, width:
         return
     for image in result.images:
         click.echo(f"{image.path}  asset={image.asset_id}  watermark={image.watermark_id:012x}  seed={image.seed}")
+
+
+def _conditioning_options(lora: tuple[str, ...], controlnet: tuple[str, ...], guidance_start: float | None,
+                          guidance_end: float | None, ip_adapter: tuple[str, ...]) -> dict[str, object]:
+    """``plugin_options`` for the built-in conditioners (plugins lora, controlnet, ip_adapter)."""
+    options: dict[str, object] = {}
+    if lora:
+        options["lora"] = list(lora)
+    if controlnet or guidance_start is not None or guidance_end is not None:
+        options["controlnet"] = {"units": list(controlnet), "guidance_start": guidance_start,
+                                 "guidance_end": guidance_end}
+    if ip_adapter:
+        options["ip_adapter"] = list(ip_adapter)
+    return options
 
 
 COMMANDS = [generate]

@@ -88,8 +88,13 @@ def check_cmd(as_json: bool) -> None:
     help="An exported checkpoint (from `registry checkpoint --export`) to hold the log to; repeatable.",
 )
 @click.option("--chain-only", is_flag=True, help="Check the chain links only, not every record against it.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes to hash with (default: one per CPU core for large registries, else 1).",
+)
 @json_option
-def verify_cmd(checkpoint_files: tuple[Path, ...], chain_only: bool, as_json: bool) -> None:
+def verify_cmd(checkpoint_files: tuple[Path, ...], chain_only: bool, workers: int | None, as_json: bool) -> None:
     """Recompute the audit log's hash chain and every record against it; check signed checkpoints.
 
     \b
@@ -109,7 +114,7 @@ def verify_cmd(checkpoint_files: tuple[Path, ...], chain_only: bool, as_json: bo
             raise RegistryError(f"`--checkpoint`: cannot read {str(path)!r} as a checkpoint: {error}") from None
     registry = open_registry(settings_from().registry_url, upgrade="blank")
     try:
-        report = registry.verify_chain(records=not chain_only, checkpoints=kept)
+        report = registry.verify_chain(records=not chain_only, checkpoints=kept, workers=workers or "auto")
     finally:
         registry.close()
     if as_json:

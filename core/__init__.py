@@ -11,12 +11,14 @@ from provgen.core.errors import (
     PluginError,
     PluginHookError,
     PluginLoadError,
+    PolicyRefused,
     ProvgenError,
     RegistryError,
     SigningError,
     ValidationError,
 )
 from provgen.core.hookspecs import hookimpl
+from provgen.core.policy import PolicyDecision
 from provgen.core.request import GenerationRequest
 from provgen.core.result import GeneratedImage, GenerationResult
 
@@ -31,6 +33,8 @@ __all__ = [
     "PluginError",
     "PluginHookError",
     "PluginLoadError",
+    "PolicyDecision",
+    "PolicyRefused",
     "ProvenanceContribution",
     "ProvgenError",
     "RegistryError",

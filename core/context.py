@@ -27,6 +27,10 @@ class ProvenanceContribution:
     assertions: list[dict[str, Any]] = field(default_factory=list)
     #: input images recorded as C2PA ingredients
     ingredients: list[Ingredient] = field(default_factory=list)
+    #: C2PA actions this plugin performed (``{"action": "c2pa.edited", ...}``), added after ``c2pa.created``
+    #: (or ``c2pa.opened``); ``softwareAgent`` defaults to the plugin; ingredients are referenced by label in
+    #: ``parameters.ingredientIds``. provgen writes ``c2pa.created``, ``c2pa.opened`` and ``c2pa.watermarked``.
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

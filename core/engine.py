@@ -14,15 +14,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import pluggy
 
 from provgen.core.config import Settings, load_settings
 from provgen.core.context import GenerationContext
-from provgen.core.errors import PluginHookError, ValidationError
+from provgen.core.errors import PluginHookError, PolicyRefused, ValidationError
 from provgen.core.models import LoadedModel, load_pipeline, model_content_hash, resolve_model_path
 from provgen.core.plugins import call_hook, get_plugin_manager
+from provgen.core.policy import PolicyDecision, first_refusal
 from provgen.core.registries import apply_postprocessors, check_plugin_options, models, resolve_postprocessors
 from provgen.core.request import MAX_SEED, GenerationRequest
 from provgen.core.result import GenerationResult
@@ -121,6 +122,9 @@ class Engine:
         resolve_postprocessors(self.pm, request.postprocess)
         check_plugin_options(self.pm, request.plugin_options)
         call_hook(self.pm, "validate_request", request=request, settings=self.settings)
+        refusal = first_refusal(self.pm, request, self.settings)
+        if refusal is not None:
+            self._refuse(request, *refusal)
         # 2. Load the pipeline (cached) and check what depends on it.
         model, pipeline = self.load(request.model)
         width, height = _check_size(request, pipeline)
@@ -156,6 +160,13 @@ class Engine:
                 pipeline.scheduler = original_scheduler
         # 7. Provenance: the only exit.
         return self.provenance.finalize(context, images)
+
+    def _refuse(self, request: GenerationRequest, plugin: str, decision: PolicyDecision) -> NoReturn:
+        """Record the refusal (audited), then raise it; nothing else is written."""
+        refusal_id = self.provenance.registry.record_refusal(
+            plugin=plugin, reason=decision.reason, prompt=request.prompt, request=request.to_dict(),
+            requester=request.user or self.settings.user)
+        raise PolicyRefused(plugin, decision.reason, refusal_id)
 
     def _base_arguments(self, context: GenerationContext) -> dict[str, Any]:
         import torch

@@ -20,6 +20,7 @@ __all__ = [
     "SigningError",
     "WatermarkError",
     "InputImageError",
+    "PolicyRefused",
 ]
 
 
@@ -86,3 +87,14 @@ class WatermarkError(ProvgenError):
 
 class InputImageError(ProvgenError):
     """A file given as an image is missing, corrupt or not an image."""
+
+
+class PolicyRefused(ProvgenError):
+    """A policy plugin refused the request (hook ``check_policy``); the refusal is recorded in the registry."""
+
+    exit_code = 3
+
+    def __init__(self, plugin: str, reason: str, refusal_id: str | None = None) -> None:
+        self.plugin, self.reason, self.refusal_id = plugin, reason, refusal_id
+        recorded = f" (recorded as refusal {refusal_id})" if refusal_id else ""
+        super().__init__(f"refused by policy plugin `{plugin}`: {reason}{recorded}")

@@ -10,14 +10,14 @@ Plugins implement these with ``@provgen.core.hookimpl``. Rules (see docs/plugin_
 
 The order of one generation (``Engine.generate``) is::
 
-    validate_request -> [load pipeline] -> [set scheduler] -> adapt_pipeline -> call_arguments
+    validate_request -> check_policy -> [load pipeline] -> [set scheduler] -> adapt_pipeline -> call_arguments
       -> sample (on_step_end after every denoising step) -> [post-processors] -> release_pipeline
       -> provenance_contribution -> provide_signer (once per engine) -> [watermark, fingerprint, sign, register]
 
 ``release_pipeline`` runs in a ``finally`` block, so it also runs when sampling fails; it runs before
 ``provenance_contribution``, so a contribution must not rely on state that ``release_pipeline`` undoes.
-``call_arguments`` and ``provenance_contribution`` are called plugin by plugin (provgen must know who
-returned what), so they cannot be wrapped.
+``check_policy``, ``call_arguments`` and ``provenance_contribution`` are called plugin by plugin (provgen must
+know who returned what), so they cannot be wrapped.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # heavy or circular imports only for type checkers
 
     from provgen.core.config import Settings
     from provgen.core.context import GenerationContext, ProvenanceContribution
+    from provgen.core.policy import PolicyDecision
     from provgen.core.request import GenerationRequest
     from provgen.provenance.keys import SigningIdentity
 
@@ -98,11 +99,12 @@ def register_postprocessors(register: Callable[..., None]) -> None:
     Called the first time a post-processor is looked up. Post-processors run after sampling and before the
     provenance layer, so the watermark and the signature cover their output.
 
-    :param register: call ``register(name, function, description="", version=None)``, where
+    :param register: call ``register(name, function, description="", version=None, validate=None)``, where
         ``function(image: PIL.Image.Image, args: str) -> PIL.Image.Image`` returns a new image; ``args`` is
-        the text after ``NAME:`` in ``--post NAME:ARGS`` (empty when none). Raise
-        :class:`~provgen.core.errors.ValidationError` for bad ``args``. Names are checked before the model
-        loads; each use is recorded in the recipe with the plugin's name and ``version``.
+        the text after ``NAME:`` in ``--post NAME:ARGS`` (empty when none). ``validate(args: str) -> None``,
+        if given, raises :class:`~provgen.core.errors.ValidationError` or ``ValueError`` for bad ``args``;
+        it runs with the name checks, before the model loads. Each use is recorded in the recipe with the
+        plugin's name and ``version``, and in the C2PA manifest as a ``c2pa.edited`` action.
     :return: nothing.
     """
 
@@ -138,7 +140,7 @@ def register_commands(cli: click.Group) -> None:
 
 @hookspec
 def validate_request(request: GenerationRequest, settings: Settings) -> None:
-    """Check a request before any model is loaded; also the place for policy (refuse a request).
+    """Check a request before any model is loaded (bad or unsupported fields; policy is :func:`check_policy`).
 
     Called after provgen's own field checks and before the pipeline is loaded.
 
@@ -146,6 +148,23 @@ def validate_request(request: GenerationRequest, settings: Settings) -> None:
     :param settings: resolved provgen settings.
     :return: nothing. Raise :class:`~provgen.core.errors.ValidationError` naming the field to reject the
         request; no file or registry record is written.
+    """
+
+
+@hookspec(firstresult=True)
+def check_policy(request: GenerationRequest, settings: Settings) -> PolicyDecision | None:
+    """Decide whether a valid request may run: return a refusal, or ``None`` to let it through.
+
+    Called after :func:`validate_request` and before the pipeline is loaded, plugin by plugin (no wrappers);
+    the first refusal wins and the remaining implementations are not called. A refusal raises
+    :class:`~provgen.core.errors.PolicyRefused` naming the plugin and the reason (CLI exit status 3) and is
+    recorded in the registry (table ``refusals``, audited): nothing is generated, no image file or
+    generation record is written.
+
+    :param request: the generation request (frozen), already through every validation.
+    :param settings: resolved provgen settings.
+    :return: a :class:`provgen.core.policy.PolicyDecision` (``reason``) to refuse, or ``None`` to allow.
+        Use :func:`validate_request` instead for requests that are malformed rather than disallowed.
     """
 
 
@@ -219,7 +238,8 @@ def provenance_contribution(context: GenerationContext) -> ProvenanceContributio
         ``io.provgen.generation`` assertion under ``plugins_data[<plugin name>]``, ``assertions`` as
         ``{"label", "data"}`` dicts whose labels are outside the reserved ``c2pa.``, ``io.provgen.``,
         ``stds.`` and ``cawg.`` namespaces, ``ingredients`` as
-        :class:`provgen.provenance.c2pa_io.Ingredient`), or ``None``.
+        :class:`provgen.provenance.c2pa_io.Ingredient`, ``actions`` as C2PA action dicts such as
+        ``c2pa.edited``; ``c2pa.created``, ``c2pa.opened`` and ``c2pa.watermarked`` are provgen's), or ``None``.
     """
 
 

@@ -46,6 +46,8 @@ class PostProcessor:
     function: Callable[[Image.Image, str], Image.Image]
     description: str = ""
     version: str | None = None
+    #: ``validate(args)`` raises ValidationError or ValueError for bad ``args`` (called before the model loads)
+    validate: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ def get_watermark_method(pm: pluggy.PluginManager, name: str) -> Registered:
 
 
 def resolve_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...]) -> list[tuple[Registered, str]]:
-    """``[(entry, args)]`` for ``NAME[:ARGS]`` items; unknown names are a ValidationError listing the valid ones."""
+    """``[(entry, args)]`` for ``NAME[:ARGS]`` items; unknown names are a ValidationError listing the valid ones,
+    bad arguments (the post-processor's ``validate``) a ValidationError naming the ``--post`` item."""
     available = postprocessors(pm)
     steps = []
     for item in chain:
@@ -149,7 +152,18 @@ def resolve_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...]) -> 
             raise ValidationError(
                 "postprocess", f"unknown post-processor {name!r}; available: {', '.join(sorted(available)) or 'none'}"
             )
-        steps.append((available[name], args))
+        entry = available[name]
+        if entry.item.validate is not None:
+            try:
+                entry.item.validate(args)
+            except (ValidationError, ValueError) as error:
+                why = str(error).split(": ", 1)[1] if isinstance(error, ValidationError) else str(error)
+                raise ValidationError("postprocess", f"`--post {item}`: {why}") from error
+            except ProvgenError:
+                raise
+            except Exception as error:
+                raise PluginHookError(entry.plugin, f"post-processor {name!r} validate", error) from error
+        steps.append((entry, args))
     return steps
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ MAX_IMAGES = 64
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One text-to-image request. Field names follow diffusers' ``__call__``.
+    """One generation request: text-to-image, or img2img/inpainting with ``init_image`` (and ``mask``).
+    Field names follow diffusers' ``__call__``.
 
     ``width``/``height``/``scheduler`` left as ``None`` take the pipeline's defaults; ``seed`` left as
     ``None`` is drawn at random and recorded.
@@ -42,6 +44,12 @@ class GenerationRequest:
     format: str = "png"
     #: JPEG/WebP quality (1-100)
     quality: int = 95
+    #: image to start from: img2img, or inpainting with ``mask``; recorded as the parent of every output
+    init_image: Path | None = None
+    #: how much of ``init_image`` is re-noised, in (0, 1]; ``None`` = 0.8 (needs ``init_image``)
+    strength: float | None = None
+    #: inpainting mask, the size of ``init_image``: white is repainted, black kept (needs ``init_image``)
+    mask: Path | None = None
     #: post-processors to chain, each "NAME" or "NAME:ARGS" (see ``register_postprocessors``)
     postprocess: tuple[str, ...] = ()
     #: options for conditioner plugins, keyed by plugin/conditioner name
@@ -51,6 +59,12 @@ class GenerationRequest:
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as plain JSON data (paths as strings), e.g. as recorded with a refusal."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["plugin_options"] = dict(self.plugin_options) if isinstance(self.plugin_options, Mapping) else None
+        return json.loads(json.dumps(fields, default=str))
 
     def check_inputs(self) -> None:
         """Raise :class:`ValidationError` naming the first bad field. Pipeline-specific checks come later."""
@@ -94,6 +108,22 @@ class GenerationRequest:
         out = Path(self.output_dir)
         if out.exists() and not out.is_dir():
             raise ValidationError("output_dir", f"{str(out)!r} exists and is not a directory")
+        for name in ("init_image", "mask"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (str, Path)) or not str(value).strip():
+                raise ValidationError(name, f"must be a path to an image file, got {value!r}")
+            if not Path(value).is_file():
+                raise ValidationError(name, f"{str(value)!r} does not exist or is not a file")
+        if self.strength is not None:
+            if (isinstance(self.strength, bool) or not isinstance(self.strength, (int, float))
+                    or not 0 < self.strength <= 1):
+                raise ValidationError("strength", f"must be a number in (0, 1], got {self.strength!r}")
+            if self.init_image is None:
+                raise ValidationError("strength", "only applies to img2img or inpainting; pass --init-image too")
+        if self.mask is not None and self.init_image is None:
+            raise ValidationError("mask", "inpainting needs the image to paint into; pass --init-image too")
         for item in self.postprocess:
             if not isinstance(item, str) or not item.split(":", 1)[0]:
                 raise ValidationError("postprocess", f"each entry must be 'NAME' or 'NAME:ARGS', got {item!r}")

@@ -9,6 +9,9 @@ DEFAULT_PLUGINS = (
     "provgen.plugins.grid_watermark",
     "provgen.plugins.local_signer",
     "provgen.plugins.shapes_model",
+    "provgen.plugins.postprocess",
+    "provgen.plugins.img2img",
+    "provgen.plugins.blocklist",
 )
 
 __all__ = ["DEFAULT_PLUGINS"]

@@ -94,21 +94,40 @@ def build_manifest(
     soft_binding_value: str,
     extra_assertions: Sequence[dict] = (),
     ingredient_labels: Sequence[str] = (),
+    parent_labels: Sequence[str] = (),
+    actions: Sequence[dict] = (),
 ) -> dict:
     """The C2PA manifest (claim v2) of a generated image.
 
-    Assertions: ``c2pa.actions`` (stored as ``c2pa.actions.v2``: ``c2pa.created`` with the IPTC
-    trainedAlgorithmicMedia source type, then ``c2pa.watermarked``), ``c2pa.soft-binding`` (the watermark),
+    Assertions: ``c2pa.actions`` (stored as ``c2pa.actions.v2``), ``c2pa.soft-binding`` (the watermark),
     ``io.provgen.generation`` (``recipe``, stored unchanged), then ``extra_assertions`` (``{label, data}``).
+    The actions: ``c2pa.created`` with the IPTC trainedAlgorithmicMedia source type, referencing
+    ``ingredient_labels``; or, when ``parent_labels`` name the image(s) edited (img2img, inpainting),
+    ``c2pa.opened`` referencing those, followed by a ``c2pa.edited`` with that source type unless ``actions``
+    has one with a ``digitalSourceType``; then ``actions`` (edits by plugins and post-processors), then
+    ``c2pa.watermarked``.
     """
     agent = {"name": "provgen", "version": software_version}
-    created: dict[str, Any] = {
-        "action": "c2pa.created",
-        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-        "softwareAgent": agent,
-    }
-    if ingredient_labels:
-        created["parameters"] = {"ingredientIds": list(ingredient_labels)}
+    first: list[dict[str, Any]]
+    if parent_labels:
+        first = [{"action": "c2pa.opened", "softwareAgent": agent,
+                  "parameters": {"ingredientIds": list(parent_labels)}}]
+        if not any("digitalSourceType" in action for action in actions):
+            edited: dict[str, Any] = {"action": "c2pa.edited", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                                      "softwareAgent": agent}
+            others = [label for label in ingredient_labels if label not in parent_labels]
+            if others:
+                edited["parameters"] = {"ingredientIds": others}
+            first.append(edited)
+    else:
+        created: dict[str, Any] = {
+            "action": "c2pa.created",
+            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+            "softwareAgent": agent,
+        }
+        if ingredient_labels:
+            created["parameters"] = {"ingredientIds": list(ingredient_labels)}
+        first = [created]
     try:
         json.dumps(recipe, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -127,7 +146,8 @@ def build_manifest(
         "assertions": [
             {
                 "label": "c2pa.actions",
-                "data": {"actions": [created, {"action": "c2pa.watermarked", "softwareAgent": agent}]},
+                "data": {"actions": [*first, *(dict(action) for action in actions),
+                                     {"action": "c2pa.watermarked", "softwareAgent": agent}]},
             },
             {
                 "label": "c2pa.soft-binding",

@@ -41,6 +41,8 @@ __all__ = ["ProvenanceLayer", "encode_image", "software_versions"]
 
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 RESERVED_ASSERTION_PREFIXES = ("c2pa.", "io.provgen.", "stds.", "cawg.")
+#: C2PA actions provgen writes itself (plugins contribute others, e.g. ``c2pa.edited``)
+PROVGEN_ACTIONS = ("c2pa.created", "c2pa.opened", "c2pa.watermarked")
 
 
 @dataclass
@@ -144,7 +146,8 @@ class ProvenanceLayer:
 
         request, timings = context.request, context.timings
         generation_id = uuid.uuid4().hex
-        recipe, assertions, ingredients = self._recipe(context, generation_id)
+        recipe, assertions, ingredients, actions = self._recipe(context, generation_id)
+        actions += _postprocess_actions(recipe)
         marker = get_watermark_method(self.pm, self.settings.watermark_method)
         method = marker.item
         registry, signer = self.registry, self.signer  # open both before any work is done
@@ -177,6 +180,8 @@ class ProvenanceLayer:
                 soft_binding_value=f"{watermark_id:012x}",
                 extra_assertions=assertions,
                 ingredient_labels=[i.label for i in ingredients if i.label],
+                parent_labels=[i.label for i in ingredients if i.label and i.relationship == "parentOf"],
+                actions=actions,
             )
             signed = signer.sign(encoded, mime, manifest, ingredients)
             t4 = time.perf_counter()
@@ -228,13 +233,17 @@ class ProvenanceLayer:
             timings=dict(timings),
         )
 
-    def _recipe(self, context: GenerationContext, generation_id: str) -> tuple[dict, list[dict], list[Ingredient]]:
+    def _recipe(
+        self, context: GenerationContext, generation_id: str
+    ) -> tuple[dict, list[dict], list[Ingredient], list[dict]]:
         from provgen.core.engine import call_each
 
         request = context.request
         plugins_data: dict[str, Any] = {}
         assertions: list[dict[str, Any]] = []
         ingredients: list[Ingredient] = []
+        actions: list[dict[str, Any]] = []
+        versions = {entry["name"]: entry["version"] for entry in plugin_versions(self.pm)}
         for plugin_name, contribution in call_each(self.pm, "provenance_contribution", context=context):
             if contribution is None:
                 continue
@@ -250,6 +259,16 @@ class ProvenanceLayer:
                         "provenance_contribution",
                         ValueError(f"assertion label {label!r} is empty, reserved or has no data"),
                     )
+            for action in contribution.actions:
+                name = action.get("action") if isinstance(action, dict) else None
+                if not isinstance(name, str) or not name or name in PROVGEN_ACTIONS:
+                    raise PluginHookError(
+                        plugin_name,
+                        "provenance_contribution",
+                        ValueError(f"action {name!r} is empty or one provgen writes ({', '.join(PROVGEN_ACTIONS)})"),
+                    )
+                agent = {"name": plugin_name, "version": versions.get(plugin_name, "unversioned")}
+                actions.append(_json_safe({"softwareAgent": agent, **action}))
             if contribution.recipe:
                 plugins_data[plugin_name] = _json_safe(contribution.recipe)
             assertions.extend(contribution.assertions)
@@ -288,7 +307,7 @@ class ProvenanceLayer:
             "dtype": str(getattr(context.pipeline, "dtype", "")),
             "requester": request.user or self.settings.user,
         }
-        return recipe, assertions, ingredients
+        return recipe, assertions, ingredients, actions
 
     def _write_and_register(
         self,
@@ -389,6 +408,20 @@ class ProvenanceLayer:
             for path in (*temps, *renamed):
                 path.unlink(missing_ok=True)
             raise
+
+
+def _postprocess_actions(recipe: dict) -> list[dict[str, Any]]:
+    """One ``c2pa.edited`` action per post-processor that ran, naming the plugin that registered it."""
+    versions = {entry["name"]: entry["version"] for entry in recipe["plugins"]}
+    return [
+        {
+            "action": "c2pa.edited",
+            "softwareAgent": {"name": step["plugin"], "version": step["version"] or versions.get(step["plugin"], "")},
+            "description": f"post-processor {step['name']}" + (f" ({step['args']})" if step["args"] else ""),
+            "parameters": {"postprocessor": step["name"], "args": step["args"]},
+        }
+        for step in recipe["postprocess"]
+    ]
 
 
 def _embed(marker: Registered, image: Image.Image, payload: int) -> Image.Image:

@@ -44,6 +44,9 @@ environment (`PROVGEN_HOME`, `PROVGEN_REGISTRY_URL`, `PROVGEN_CERT`/`PROVGEN_KEY
   is `tampered` or `unknown`, or could not be read.
 - **2**: usage or validation error: an unknown option, a missing or malformed argument, or an invalid
   request field, model, key or certificate (the message names it).
+- **3**: `provgen generate` was refused by a policy plugin (hook `check_policy`, e.g. the built-in
+  `PROVGEN_BLOCKLIST`); the message names the plugin and the reason, and the refusal is recorded in the
+  registry. Nothing is generated or written.
 
 Errors are printed to stderr as one line, `Error: <message>`, without a traceback; messages name the
 offending argument in backticks and say what to do. An unexpected exception (a bug) is reported as

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from provgen.cli.main import cli
-from provgen.core.errors import RegistryError
+from provgen.core.errors import RegistryError, ValidationError
 from provgen.provenance.keys import ensure_dev_keys, load_dev_identity
 from provgen.provenance.registry import LineageEdge, Registry, audit, open_registry
 from provgen.provenance.registry.checkpoints import from_export, to_export
@@ -161,6 +161,56 @@ def test_altered_and_deleted_entries_are_caught(registry):
     assert ("inserted", ids["input"]) in _kinds(report)  # its only entry is gone
 
 
+def test_raw_row_hashing_equals_the_orm_row_hash_for_every_audited_table(registry):
+    """``registry verify`` hashes raw driver rows; they must hash exactly as the rows SQLAlchemy hands back."""
+    _fill(registry)
+    generation = make_generation(registry, num_assets=1)
+    generation.recipe = {"prompt": "façade ✓ \"quoted\"\n", "weights": [0.1, 1e-7, 3.0, -2.5], "nested": {"b": None}}
+    generation.guidance_scale = 7.0  # a whole-number double
+    with registry.transaction() as session:
+        session.add(generation)
+    registry.record_refusal(
+        plugin="blocklist", reason="blocked word", prompt="ünïcode", request={"a": [1, 2.5, None]}, requester="r"
+    )
+    with registry.engine.connect() as conn:
+        for record_type, table in audit._TABLES.items():
+            hasher, ordered = audit._RawRecordHasher(conn, record_type), table.select().order_by(table.c.id)
+            orm = [audit.record_hash(record_type, row) for row in conn.execute(ordered).mappings()]
+            raw = [hasher(row) for row in audit._raw_stream(conn, ordered)]
+            assert raw == orm and orm, record_type
+
+
+def test_parallel_verification_finds_exactly_what_the_serial_one_finds(registry, tmp_path):
+    """Every kind of tampering at once, with slice boundaries falling between the tampered entries."""
+    ids = [_fill(registry) for _ in range(4)]  # 25 entries (the input asset is shared): slices of 2, 3 workers
+    # start at 1, 13 / 1, 9, 17
+    identity = _identity(tmp_path)
+    registry.checkpoint(chain_pem=identity.chain_pem, key_pem=identity.key_pem, alg=identity.alg)
+    _sql(registry, "UPDATE assets SET path = '/elsewhere.png' WHERE id = :id", id=ids[0]["asset1"])  # changed
+    _sql(registry, "DELETE FROM verifications WHERE id = :id", id=ids[1]["verification"])  # deleted record
+    _sql(registry, "UPDATE audit_log SET record_hash = :h WHERE seq = 9", h="0" * 64)  # altered entry
+    _sql(registry, "DELETE FROM audit_log WHERE seq IN (16, 17)")  # deleted entries across a slice boundary
+    _sql(registry, "UPDATE audit_log SET seq = -3 WHERE seq = 12")  # reordered across a slice boundary
+    _sql(registry, "UPDATE audit_log SET seq = 12 WHERE seq = 13")
+    _sql(registry, "UPDATE audit_log SET seq = 13 WHERE seq = -3")
+    serial = registry.verify_chain(workers=1)
+    assert serial.workers == 1 and not serial.ok
+    assert {"changed", "deleted", "altered", "reordered", "inserted"} <= {p.kind for p in serial.problems}
+    for workers in (2, 3):
+        parallel = registry.verify_chain(workers=workers)
+        assert parallel.workers == workers
+        assert parallel.problems == serial.problems
+        assert (parallel.entries, parallel.records, parallel.head_seq, parallel.head_hash) == (
+            serial.entries,
+            serial.records,
+            serial.head_seq,
+            serial.head_hash,
+        )
+        assert parallel.checkpoints == serial.checkpoints and all(c["valid"] for c in parallel.checkpoints)
+    with pytest.raises(ValidationError, match="workers"):
+        registry.verify_chain(workers=0)
+
+
 def test_orm_deletes_are_refused(registry):
     ids = _fill(registry)
     with pytest.raises(RegistryError, match="append-only"), registry.transaction() as session:
@@ -298,8 +348,13 @@ def test_cli_verify_and_checkpoint(db_url, tmp_path):
         _sql(registry, "UPDATE generations SET prompt = 'something else' WHERE id = :id", id=ids["generation"])
     result = runner.invoke(cli, ["registry", "verify", "--json"], env=env)
     assert result.exit_code == 1
-    problems = json.loads(result.output)["problems"]
+    report = json.loads(result.output)
+    assert report["workers"] == 1  # a small registry is checked in-process
+    problems = report["problems"]
     assert [(p["kind"], p["record_id"], p["position"]) for p in problems] == [("changed", ids["generation"], 1)]
+    result = runner.invoke(cli, ["registry", "verify", "--json", "--workers", "2"], env=env)
+    assert result.exit_code == 1 and json.loads(result.output)["workers"] == 2
+    assert json.loads(result.output)["problems"] == problems
     result = runner.invoke(cli, ["registry", "verify"], env=env)
     assert result.exit_code == 1 and f"PROBLEM changed: generation {ids['generation']}" in result.output
 

@@ -115,7 +115,8 @@ def test_hook_register_postprocessors(tiny_sd_dir: Path, tmp_path: Path) -> None
     assert np.abs(got - expected).mean() < 4  # equal up to the two (different) watermarks
     assert inverted.recipe["postprocess"] == [{"name": "invert", "args": "", "plugin": "test-plugin-0",
                                                "version": None}]
-    with pytest.raises(ValidationError, match="unknown post-processor 'nope'; available: invert"):
+    with pytest.raises(ValidationError, match="unknown post-processor 'nope'; available: color, invert, resize, "
+                                              "sharpen, upscale"):
         run(engine, tiny_sd_dir, tmp_path / "c", postprocess=("nope",))
 
 
@@ -186,6 +187,56 @@ def test_hook_validate_request(tiny_sd_dir: Path, tmp_path: Path, provgen_home: 
     assert not (tmp_path / "out").exists()
     assert count_assets(provgen_home) == 0
     assert run(engine, tiny_sd_dir, tmp_path / "out", prompt="an allowed thing").images
+
+
+def test_hook_check_policy(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
+    from provgen.core.errors import PolicyRefused
+    from provgen.core.policy import PolicyDecision
+
+    asked = []
+
+    class NoCats:
+        name = "no-cats"
+
+        @hookimpl
+        def check_policy(self, request, settings):  # type: ignore[no-untyped-def]
+            asked.append("no-cats")
+            return PolicyDecision("cats are not allowed here") if "cat" in request.prompt else None
+
+    class NoDogs:
+        name = "no-dogs"
+
+        @hookimpl(tryfirst=True)
+        def check_policy(self, request):  # type: ignore[no-untyped-def]
+            asked.append("no-dogs")
+            return PolicyDecision("no dogs") if "dog" in request.prompt else None
+
+    engine = engine_with(NoCats(), NoDogs())
+    with pytest.raises(PolicyRefused, match="refused by policy plugin `no-dogs`: no dogs") as info:
+        run(engine, tiny_sd_dir, tmp_path / "out", prompt="a cat and a dog", user="alice")
+    assert asked == ["no-dogs"]  # the first refusal wins: no-cats is not asked
+    assert info.value.plugin == "no-dogs" and info.value.reason == "no dogs" and info.value.exit_code == 3
+    asked.clear()
+    with pytest.raises(PolicyRefused, match="`no-cats`: cats are not allowed here"):
+        run(engine, tiny_sd_dir, tmp_path / "out", prompt="a cat")
+    assert asked == ["no-dogs", "no-cats"]
+    assert not (tmp_path / "out").exists() and count_assets(provgen_home) == 0
+    with sqlite3.connect(provgen_home / "registry.db") as connection:
+        refused = connection.execute("SELECT plugin, reason, prompt, requester FROM refusals ORDER BY created_at")
+        assert refused.fetchall() == [("no-dogs", "no dogs", "a cat and a dog", "alice"),
+                                      ("no-cats", "cats are not allowed here", "a cat", "tester")]
+    assert run(engine, tiny_sd_dir, tmp_path / "out", prompt="a bird").images  # None lets the request through
+
+    class Sloppy:
+        name = "sloppy"
+
+        @hookimpl
+        def check_policy(self):  # type: ignore[no-untyped-def]
+            return "no"
+
+    with pytest.raises(PluginHookError, match="plugin `sloppy` failed in hook `check_policy`: TypeError: must "
+                                              "return a PolicyDecision or None, not str"):
+        run(engine_with(Sloppy()), tiny_sd_dir, tmp_path / "out2")
 
 
 def test_hook_adapt_pipeline(tiny_sd_dir: Path, tmp_path: Path) -> None:

@@ -270,21 +270,22 @@ def test_one_recursive_query_and_one_in_query(registry: Registry, world: Builder
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             statements.append(statement)
 
-    event.listen(registry.engine, "before_cursor_execute", record)
+    engine = registry.read_engine  # lineage reads go through Registry.read
+    event.listen(engine, "before_cursor_execute", record)
     try:
         graph = ancestors(registry, world.names["c20"], depth=20)
     finally:
-        event.remove(registry.engine, "before_cursor_execute", record)
+        event.remove(engine, "before_cursor_execute", record)
     assert len(graph.nodes) == 21
     assert sum("lineage_edges" in s for s in statements) == 1
     assert sum("RECURSIVE" in s.upper() for s in statements) == 1
     assert len(statements) == 2, statements  # the walk, then the root and the assets reached
     statements.clear()
-    event.listen(registry.engine, "before_cursor_execute", record)
+    event.listen(engine, "before_cursor_execute", record)
     try:
         assert len(ancestors(registry, world.names["c20"][:12], depth=20).nodes) == 21
     finally:
-        event.remove(registry.engine, "before_cursor_execute", record)
+        event.remove(engine, "before_cursor_execute", record)
     assert len(statements) <= 4, statements  # a prefix is resolved first (the asset, its siblings)
 
 

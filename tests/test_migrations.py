@@ -95,6 +95,15 @@ EXPECTED = {
         "prev_hash": (str, False, 64),
         "entry_hash": (str, False, 64),
     },
+    "refusals": {
+        "id": (str, False, 32),
+        "created_at": (datetime, False, None),
+        "requester": (str, False, 255),
+        "plugin": (str, False, 255),
+        "reason": (str, False, None),
+        "prompt": (str, False, None),
+        "request": ("json", False, None),
+    },
     "checkpoints": {
         "id": (str, False, 32),
         "created_at": (datetime, False, None),
@@ -132,6 +141,9 @@ EXPECTED_INDEXES = {
         ("ix_verifications_verdict", ("verdict",), False),
         ("ix_verifications_asset_id_created_at", ("asset_id", "created_at"), False),
     },
+    "refusals": {
+        (f"ix_refusals_{name}", (name,), False) for name in ("created_at", "plugin", "requester")
+    },
     "audit_log": {("ix_audit_log_record", ("record_type", "record_id", "seq"), False)},
     "checkpoints": {("ix_checkpoints_seq", ("seq",), False)},
 }
@@ -140,6 +152,7 @@ EXPECTED_UNIQUES = {
     "assets": {("uq_assets_generation_id_batch_index", ("generation_id", "batch_index"))},
     "lineage_edges": {("uq_lineage_edges_parent_id_child_id_role", ("parent_id", "child_id", "role"))},
     "verifications": set(),
+    "refusals": set(),
     "audit_log": {("uq_audit_log_entry_hash", ("entry_hash",))},
     "checkpoints": set(),
 }

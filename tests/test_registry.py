@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import InvalidRequestError
 
 from provgen.core.errors import NotFoundError, RegistryError, ValidationError
 from provgen.provenance.registry import (
@@ -147,19 +148,23 @@ def test_write_generation_and_read_back_through_every_finder(registry):
     first, second = generation.assets
     assert counts(registry) == (1, 2)
 
-    for found in (
-        registry.get_asset(first.id),
-        registry.get_asset(first.id[:8]),
-        registry.get_asset(first.id.upper()),
+    by_id = (registry.get_asset(first.id), registry.get_asset(first.id[:8]), registry.get_asset(first.id.upper()))
+    finders = (
         registry.find_by_sha256(first.sha256),
         registry.find_by_watermark(first.watermark_id),
         registry.find_by_manifest_label(first.manifest_label),
-    ):
+    )
+    for found in by_id + finders:
         assert found is not None and found.id == first.id
         # the session is closed: relationships must already be loaded
         assert found.generation.id == generation.id
-        assert [a.id for a in found.generation.assets] == [first.id, second.id]
         assert found.manifest_store == first.manifest_store
+        assert registry.asset_summary(found)["generation"]["asset_ids"] == [first.id, second.id]
+    for found in by_id:  # get_asset loads the generation's other images too
+        assert [a.id for a in found.generation.assets] == [first.id, second.id]
+    for found in finders:  # the finders do not (half the time of a lookup), and say so instead of guessing
+        with pytest.raises(InvalidRequestError, match="lazy='raise'"):
+            _ = found.generation.assets
     assert registry.find_by_sha256(second.sha256).batch_index == 1
     assert registry.find_by_sha256("0" * 64) is None
     assert registry.find_by_watermark(0) is None

@@ -32,6 +32,7 @@ from provgen.provenance.registry import (
     upgrade,
 )
 from provgen.provenance.registry.models import UTCDateTime, new_id, phash_bands
+from tests.conftest import fresh_postgres_database
 from tests.factories import fake_generation
 
 UNREACHABLE = "postgresql+psycopg://provgen:s3cr3t-pw@127.0.0.1:1/provgen"
@@ -259,3 +260,29 @@ def test_unknown_id_through_the_cli(db_url, monkeypatch):
     assert out == ""
     code, _, err = run_cli("registry", "show", "0" * 32, "--json")
     assert_clean_failure(code, err, f"no asset `{'0' * 32}` in the registry")
+
+
+@pytest.mark.postgres
+def test_lookups_survive_a_server_that_dropped_the_pooled_connections():
+    """The finders skip the pre-ping round trip; a connection the server killed is replaced, the read repeated."""
+    with fresh_postgres_database() as db_url, open_registry(db_url) as registry:
+        generation = generation_with_asset()
+        with registry.transaction() as session:
+            session.add(generation)
+        asset = generation.assets[0]
+        assert registry.find_by_watermark(asset.watermark_id).id == asset.id  # pools a connection
+        admin = make_engine(db_url).execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+        finally:
+            admin.dispose()
+        assert killed >= 1
+        assert registry.find_by_sha256(asset.sha256).id == asset.id
+        assert registry.find_by_watermark(asset.watermark_id).id == asset.id
+        assert registry.asset_summary(registry.get_asset(asset.id))["id"] == asset.id

@@ -14,6 +14,7 @@ from provgen.provenance.registry.models import (
     Checkpoint,
     Generation,
     LineageEdge,
+    Refusal,
     Verification,
 )
 from provgen.provenance.registry.store import Registry, open_registry
@@ -25,6 +26,7 @@ __all__ = [
     "Asset",
     "LineageEdge",
     "Verification",
+    "Refusal",
     "AuditEntry",
     "Checkpoint",
     "Base",

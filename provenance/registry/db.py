@@ -42,6 +42,7 @@ __all__ = [
     "downgrade",
     "check",
     "translate_error",
+    "read_engine",
     "write_engine",
 ]
 
@@ -119,7 +120,7 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_M
     Connecting is lazy: an unreachable server shows up on first use (see ``open_registry``).
     """
     parsed = _parse_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if parsed.drivername == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
         if in_memory:  # one shared in-memory database for the whole engine
@@ -127,9 +128,13 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_M
         engine = create_engine(parsed, **kwargs)
         _install_sqlite_listeners(engine, sqlite_busy_timeout_ms)
         return engine
-    if "connect_timeout" not in parsed.query:
-        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return create_engine(parsed, **kwargs)
+    # A pooled connection to a server can die (restart, idle timeout): test it on checkout. A local SQLite file
+    # has nothing to lose, so SQLite skips the ping (a third of a lookup's time).
+    return create_engine(parsed, pool_pre_ping=True, **_server_kwargs(parsed))
+
+
+def _server_kwargs(url: URL) -> dict[str, Any]:
+    return {} if "connect_timeout" in url.query else {"connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
 
 
 def _install_sqlite_listeners(engine: Engine, busy_timeout_ms: int) -> None:
@@ -148,6 +153,8 @@ def _install_sqlite_listeners(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "")
+        if mode == "NONE":  # autocommit: each statement is its own transaction (see read_engine)
+            return
         if mode not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"sqlite_begin={mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
@@ -171,6 +178,17 @@ def _enable_wal(cursor: Any, busy_timeout_ms: int) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def read_engine(engine: Engine) -> Engine:
+    """An engine for single-statement reads from ``engine``'s database: autocommit (no BEGIN/ROLLBACK round
+    trips) and, on a server, its own pool that does not ping connections before use: the caller repeats a read
+    that met a dropped connection (see ``Registry.read``)."""
+    if engine.dialect.name == "sqlite":
+        # not isolation_level="AUTOCOMMIT": on pysqlite that toggles the sqlite3 module's own implicit BEGIN,
+        # which would clash with the explicit BEGIN this module emits
+        return engine.execution_options(sqlite_begin="NONE")
+    return create_engine(engine.url, pool_pre_ping=False, isolation_level="AUTOCOMMIT", **_server_kwargs(engine.url))
 
 
 def write_engine(engine: Engine) -> Engine:

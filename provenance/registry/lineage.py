@@ -25,19 +25,16 @@ the walk reached it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Integer, Select, String, bindparam, case, exists, false, literal_column, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, defer, joinedload, raiseload
 
 from provgen.core.errors import NotFoundError, ValidationError
-from provgen.provenance.registry import db
 from provgen.provenance.registry.models import Asset, Generation, LineageEdge
 from provgen.provenance.registry.store import generation_fields
 
@@ -243,20 +240,26 @@ def lineage(
             root_id = root.id
     else:
         root, root_id = asset, asset.id
-    with _reading(registry) as session:
+
+    def read(session: Session) -> tuple[Asset, list[GraphEdge], dict[str, int], set[str], dict[str, Asset], dict]:
         rows = session.execute(walk_statement(direction), {"root_id": root_id, "depth": depth}).all()
         edges, node_depth, flagged = _collect(rows, root_id, direction)
         # a full id is checked here, loaded with the others: two queries in all
         assets = _load_assets(session, [key for key in node_depth if root is None or key != root_id])
-        if root is None:
-            root = assets.pop(root_id, None)
-            if root is None:
-                raise NotFoundError(f"no asset `{asset}` in the registry `{registry.url}`")
-        generations = {a.generation.id: a.generation for a in (root, *assets.values()) if a.generation is not None}
+        start = root if root is not None else assets.pop(root_id, None)
+        if start is None:
+            raise NotFoundError(f"no asset `{asset}` in the registry `{registry.url}`")
+        generations = {a.generation.id: a.generation for a in (start, *assets.values()) if a.generation is not None}
         missing = sorted({e.generation_id for e in edges if e.generation_id is not None} - generations.keys())
         if missing:  # only edges whose generation is not their child's (hand-made data)
             stmt = select(Generation).where(Generation.id.in_(missing)).options(raiseload(Generation.assets))
             generations.update((g.id, g) for g in session.scalars(stmt))
+        return start, edges, node_depth, flagged, assets, generations
+
+    # autocommit reads without a ping (see Registry.read): two statements, no BEGIN/ROLLBACK round trips
+    root, edges, node_depth, flagged, assets, generations = registry.read(
+        "reading the lineage of an asset from the registry", read
+    )
     nodes = [LineageNode(root, 0, False)]
     for asset_id in sorted(node_depth, key=lambda key: (node_depth[key], key)):
         if asset_id != root.id and asset_id in assets:
@@ -344,12 +347,3 @@ def _assets_statement() -> Select[Any]:
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@contextmanager
-def _reading(registry: Registry) -> Iterator[Session]:
-    try:
-        with registry.session() as session:
-            yield session
-    except DBAPIError as exc:
-        raise db.translate_error(exc, registry.engine, "reading the lineage of an asset from the registry") from exc

@@ -4,8 +4,8 @@ One :class:`Generation` row per call to ``generate`` (the full recipe, the model
 one :class:`Asset` row per image written (its hashes, watermark id, perceptual hash and signed C2PA manifest
 store) or per external input image (``kind="external"``); :class:`LineageEdge` rows between assets
 (``parentOf``/``inputTo`` with a role); :class:`Verification` rows for every recorded ``provgen verify``;
-the append-only hash chain :class:`AuditEntry` over all of those; and signed :class:`Checkpoint` rows of the
-chain head.
+:class:`Refusal` rows for requests a policy plugin refused; the append-only hash chain :class:`AuditEntry`
+over all of those; and signed :class:`Checkpoint` rows of the chain head.
 
 The schema is owned by the Alembic revisions in ``migrations/versions``; ``Base.metadata.create_all`` is for
 tests only. After changing a model, autogenerate a revision (see ``migrations/alembic.ini``) and review it.
@@ -44,6 +44,7 @@ __all__ = [
     "Asset",
     "LineageEdge",
     "Verification",
+    "Refusal",
     "AuditEntry",
     "Checkpoint",
     "AUDITED",
@@ -353,6 +354,29 @@ class Verification(Base):
         return value
 
 
+class Refusal(Base):
+    """A request that a policy plugin refused (hook ``check_policy``): who asked what, and why not."""
+
+    __tablename__ = "refusals"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    requester: Mapped[str] = mapped_column(String(255), index=True)
+    #: the plugin that refused
+    plugin: Mapped[str] = mapped_column(String(255), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    #: the whole request, JSON (``GenerationRequest.to_dict()``)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    @validates("id")
+    def _validate_id(self, key: str, value: str) -> str:
+        return _check_hex(f"refusal.{key}", value, 32)
+
+    def __repr__(self) -> str:
+        return f"Refusal(id={self.id!r}, plugin={self.plugin!r}, requester={self.requester!r})"
+
+
 class AuditEntry(Base):
     """One entry of the append-only audit log, a hash chain over every record written.
 
@@ -366,7 +390,7 @@ class AuditEntry(Base):
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    #: ``generation``, ``asset``, ``edge`` or ``verification``
+    #: ``generation``, ``asset``, ``edge``, ``verification`` or ``refusal``
     record_type: Mapped[str] = mapped_column(String(32))
     record_id: Mapped[str] = mapped_column(String(64))
     #: ``insert`` or ``update`` (records are never deleted)
@@ -401,4 +425,5 @@ AUDITED: dict[str, type[Base]] = {
     "asset": Asset,
     "edge": LineageEdge,
     "verification": Verification,
+    "refusal": Refusal,
 }

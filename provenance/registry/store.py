@@ -20,7 +20,7 @@ import io
 import itertools
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -53,6 +53,7 @@ _IN_CHUNK = 500
 #: largest per-band radius searched through the band indexes (697 values per band at 3)
 _MAX_BAND_RADIUS = 3
 _M = TypeVar("_M", Asset, Generation)
+_T = TypeVar("_T")
 
 
 def open_registry(url: str, *, upgrade: bool | Literal["blank"] = True) -> Registry:
@@ -106,11 +107,11 @@ class Registry:
         #: the database URL with the password masked (safe to print)
         self.url = db.mask_url(engine.url)
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False)
-        # The finders run in autocommit on PostgreSQL: each is one statement, and it saves the BEGIN and ROLLBACK
-        # round trips (a lookup is otherwise four round trips with the pool's pre-ping).
-        postgres = engine.dialect.name == "postgresql"
-        quick = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
-        self._quick_sessions = sessionmaker(bind=quick, expire_on_commit=False)
+        # The finders run in autocommit: each is one statement, and it saves the BEGIN and ROLLBACK round trips
+        # (on PostgreSQL a lookup is otherwise four round trips with the pool's pre-ping).
+        #: the engine of :meth:`read` (on a server: its own pool, see ``db.read_engine``)
+        self.read_engine = db.read_engine(engine)
+        self._quick_sessions = sessionmaker(bind=self.read_engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(bind=db.write_engine(engine), expire_on_commit=False)
         for factory in (self._sessions, self._quick_sessions, self._write_sessions):
             audit.install(factory)  # every ORM write appends to the audit chain; deletes are refused
@@ -151,17 +152,27 @@ class Registry:
         finally:
             session.close()
 
-    @contextmanager
-    def _reading(self, doing: str, *, streamed: bool = False) -> Iterator[Session]:
-        """A read-only session; ``streamed`` (server-side cursors, ``yield_per``) needs a transaction."""
-        try:
-            with (self._sessions if streamed else self._quick_sessions)() as session:
-                yield session
-        except DBAPIError as exc:
-            raise db.translate_error(exc, self.engine, doing) from exc
+    def read(self, doing: str, query: Callable[[Session], _T], *, streamed: bool = False) -> _T:
+        """``query(session)`` in a read-only session; ``streamed`` (server-side cursors, ``yield_per``) needs a
+        transaction, the rest runs in autocommit.
+
+        The autocommit engine does not ping pooled connections before use (on PostgreSQL that is a round trip
+        per lookup); a connection the server has dropped (restart, idle timeout) fails instead, the pool then
+        replaces all its older connections, and the read runs once more (reads are safe to repeat).
+        """
+        for attempt in (1, 2):
+            try:
+                with (self._sessions if streamed else self._quick_sessions)() as session:
+                    return query(session)
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise db.translate_error(exc, self.engine, doing) from exc
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close every pooled connection. Objects already loaded stay usable."""
+        self.read_engine.dispose()
         self.engine.dispose()
 
     # -- ids ---------------------------------------------------------------------------------------
@@ -174,10 +185,12 @@ class Registry:
         for _ in range(16):
             asset_id = new_id()
             watermark_id = secrets.randbelow(2**WATERMARK_BITS - 2) + 1
-            with self._reading("drawing new asset ids from the registry") as session:
-                taken = session.scalar(
-                    select(Asset.id).where(or_(Asset.id == asset_id, Asset.watermark_id == watermark_id)).limit(1)
-                )
+            taken = self.read(
+                "drawing new asset ids from the registry",
+                lambda session, a=asset_id, w=watermark_id: session.scalar(
+                    select(Asset.id).where(or_(Asset.id == a, Asset.watermark_id == w)).limit(1)
+                ),
+            )
             if taken is None:
                 return asset_id, watermark_id
         raise RegistryError(f"could not draw an unused asset id and watermark id in `{self.url}`")
@@ -211,8 +224,10 @@ class Registry:
             stmt = stmt.where(model.id >= wanted, model.id.startswith(wanted, autoescape=True))
             if upper is not None:
                 stmt = stmt.where(model.id < upper)
-        with self._reading(f"looking up {what} {wanted} in the registry") as session:
-            found = session.scalars(stmt.order_by(model.id).limit(6)).unique().all()
+        found = self.read(
+            f"looking up {what} {wanted} in the registry",
+            lambda session: session.scalars(stmt.order_by(model.id).limit(6)).unique().all(),
+        )
         if not found:
             raise NotFoundError(f"no {what} `{key}` in the registry `{self.url}`")
         if len(found) > 1:
@@ -221,8 +236,12 @@ class Registry:
         return found[0]
 
     def _find_asset(self, doing: str, *criteria: Any) -> Asset | None:
-        with self._reading(doing) as session:
-            return session.scalars(select(Asset).options(*_eager(Asset)).where(*criteria)).unique().first()
+        stmt = select(Asset).options(*_LOOKUP).where(*criteria)
+        return self.read(doing, lambda session: session.scalars(stmt).first())
+
+    # The finders return the asset with its generation, not the generation's other images: loading those
+    # (``generation.assets`` raises) doubled the time of a lookup. :meth:`get_asset` and :meth:`asset_summary`
+    # have them.
 
     def find_by_sha256(self, sha256: str) -> Asset | None:
         """The asset whose file has this sha256 (hex), or ``None``."""
@@ -255,10 +274,11 @@ class Registry:
         candidates = _band_filter(target, max_distance, array=self.engine.dialect.name == "postgresql")
         if candidates is not None:
             stmt = stmt.where(candidates)
-        best_distance, best_ids = max_distance + 1, []
         if candidates is None:  # a scan: stream it
             stmt = stmt.execution_options(yield_per=10_000)
-        with self._reading("searching perceptual hashes in the registry", streamed=candidates is None) as session:
+
+        def search(session: Session) -> tuple[Asset, int] | None:
+            best_distance, best_ids = max_distance + 1, []
             for asset_id, asset_phash in session.execute(stmt):
                 distance = (int(asset_phash, 16) ^ wanted).bit_count()
                 if distance > max_distance:
@@ -279,8 +299,10 @@ class Registry:
                     )
                 ]
                 best_id = max(newest)[1]
-            asset = session.scalars(select(Asset).options(*_eager(Asset)).where(Asset.id == best_id)).unique().one()
-        return asset, best_distance
+            asset = session.scalars(select(Asset).options(*_LOOKUP).where(Asset.id == best_id)).one()
+            return asset, best_distance
+
+        return self.read("searching perceptual hashes in the registry", search, streamed=candidates is None)
 
     # -- lineage, verifications, audit -------------------------------------------------------------
 
@@ -342,25 +364,54 @@ class Registry:
             session.add(row)
         return row.id
 
-    def verify_chain(self, *, records: bool = True, checkpoints: Sequence[Any] = ()) -> audit.ChainReport:
+    def record_refusal(self, *, plugin: str, reason: str, prompt: str, request: dict[str, Any],
+                       requester: str) -> str:
+        """Store one request refused by a policy plugin (audited like every write); returns the refusal id."""
+        from provgen.provenance.registry.models import Refusal
+
+        row = Refusal(id=new_id(), requester=requester, plugin=plugin, reason=reason, prompt=prompt,
+                      request=request)
+        with self.transaction() as session:
+            session.add(row)
+        return row.id
+
+    def verify_chain(
+        self, *, records: bool = True, checkpoints: Sequence[Any] = (), workers: int | Literal["auto"] = 1
+    ) -> audit.ChainReport:
         """Recompute the audit chain and every record; check stored checkpoints and ``checkpoints`` (exported
-        ones an auditor kept). A failed signature or a mismatch is a problem in the report."""
+        ones an auditor kept). A failed signature or a mismatch is a problem in the report.
+
+        ``workers``: processes to spread the hashing over (default 1: this process); ``"auto"`` (what
+        ``provgen registry verify`` uses) takes one per core for large registries
+        (:func:`~provgen.provenance.registry.audit_parallel.workers_for`). More than one spawns processes, which
+        import the caller's ``__main__`` again: guard a script's top level with ``if __name__ == "__main__":``.
+        """
+        from provgen.provenance.registry import audit_parallel
         from provgen.provenance.registry import checkpoints as signed
 
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValidationError("workers", f"must be a positive integer or 'auto', got {workers!r}")
         try:
             with self.engine.connect() as conn:
                 points = [*signed.load_all(conn), *checkpoints]
-                valid = []
-                problems = []
-                for point in points:
-                    error = signed.check_signature(point)
-                    if error:
-                        problems.append(
-                            audit.Problem("checkpoint", point.seq, None, None, f"checkpoint {point.id}: {error}")
-                        )
-                    else:
-                        valid.append(point)
-                report = audit.verify(conn, records=records, checkpoints=valid)
+                entries = audit_parallel.entry_count(conn)
+            valid = []
+            problems = []
+            for point in points:
+                error = signed.check_signature(point)
+                if error:
+                    problems.append(
+                        audit.Problem("checkpoint", point.seq, None, None, f"checkpoint {point.id}: {error}")
+                    )
+                else:
+                    valid.append(point)
+            processes = audit_parallel.workers_for(self.engine, entries, None if workers == "auto" else workers)
+            if processes > 1:
+                report = audit_parallel.verify(self.engine, workers=processes, records=records, checkpoints=valid)
+            else:
+                with self.engine.connect() as conn:
+                    report = audit.verify(conn, records=records, checkpoints=valid)
+            report.workers = processes
         except DBAPIError as exc:
             raise db.translate_error(exc, self.engine, "verifying the audit log of the registry") from exc
         for problem in problems:
@@ -396,7 +447,19 @@ class Registry:
         """A JSON-ready dict of ``asset``, its generation and its direct inputs (no manifest bytes; times in
         ISO 8601 UTC)."""
         generation = asset.generation
-        with self._reading("reading the inputs of an asset from the registry") as session:
+
+        def read(session: Session) -> tuple[list[str], list[dict[str, Any]]]:
+            siblings: list[str] = []
+            if generation is not None:
+                siblings = (
+                    [sibling.id for sibling in generation.assets]
+                    if "assets" in generation.__dict__
+                    else list(
+                        session.scalars(
+                            select(Asset.id).where(Asset.generation_id == generation.id).order_by(Asset.batch_index)
+                        )
+                    )
+                )
             inputs = [
                 {"asset_id": edge.parent_id, "relation": edge.relation, "role": edge.role}
                 for edge in session.scalars(
@@ -405,6 +468,9 @@ class Registry:
                     .order_by(LineageEdge.role, LineageEdge.parent_id)
                 )
             ]
+            return siblings, inputs
+
+        siblings, inputs = self.read("reading the inputs of an asset from the registry", read)
         return {
             "id": asset.id,
             "kind": asset.kind,
@@ -430,7 +496,7 @@ class Registry:
             else {
                 **generation_fields(generation),
                 "recipe": generation.recipe,
-                "asset_ids": [sibling.id for sibling in generation.assets],
+                "asset_ids": siblings,
             },
         }
 
@@ -455,6 +521,10 @@ def generation_fields(generation: Generation) -> dict[str, Any]:
         "num_images": generation.num_images,
         "plugins": generation.plugins,
     }
+
+
+#: loader options of the finders: the asset and its generation in one SELECT (see the note above find_by_sha256)
+_LOOKUP = [joinedload(Asset.generation).raiseload(Generation.assets)]
 
 
 def _eager(model: type[Base]) -> list[Any]:
