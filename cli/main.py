@@ -65,7 +65,7 @@ class _ProvgenClickError(click.ClickException):
 
 
 def build_cli() -> click.Group:
-    from provgen.cli import generate, keys, lineage, models, plugins, registry, verify
+    from provgen.cli import generate, keys, lineage, models, plugins, registry, verify, watermark
 
     @click.group(cls=ProvgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(package_name="provgen")
@@ -83,7 +83,7 @@ def build_cli() -> click.Group:
         PROVGEN_WATERMARK, PROVGEN_PLUGINS, PROVGEN_DISABLE_PLUGIN_AUTOLOAD, PROVGEN_DEBUG (tracebacks).
         """
 
-    for module in (generate, verify, keys, models, plugins, registry, lineage):
+    for module in (generate, verify, keys, models, plugins, registry, lineage, watermark):
         for command in module.COMMANDS:
             group.add_command(command)
     return group

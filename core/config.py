@@ -45,9 +45,11 @@ class Settings:
     #: required on every request
     default_model: str | None = DEFAULT_MODEL
     #: watermark method name used for new images
-    watermark_method: str = "provgen-grid/1"
+    watermark_method: str = "provgen-wm/1"
     #: the largest pHash Hamming distance accepted as a fingerprint match (64-bit pHash)
     fingerprint_max_distance: int = 8
+    #: RFC 3161 timestamp authority asked to countersign every manifest (``PROVGEN_TSA_URL``); ``None`` = none
+    tsa_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -85,8 +87,9 @@ def load_settings(**overrides: object) -> Settings:
         trust_anchor_paths=anchors,
         device=os.environ.get("PROVGEN_DEVICE") or None,
         dtype=os.environ.get("PROVGEN_DTYPE") or None,
-        watermark_method=os.environ.get("PROVGEN_WATERMARK") or "provgen-grid/1",
+        watermark_method=os.environ.get("PROVGEN_WATERMARK") or "provgen-wm/1",
         default_model=os.environ.get("PROVGEN_MODEL") or DEFAULT_MODEL,
+        tsa_url=os.environ.get("PROVGEN_TSA_URL") or None,
     )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "home" in overrides and "registry_url" not in overrides and not os.environ.get("PROVGEN_REGISTRY_URL"):

@@ -145,7 +145,7 @@ def test_recipe_in_manifest(tiny_sd_dir: Path, tmp_path: Path) -> None:
     assert created["digitalSourceType"].endswith("trainedAlgorithmicMedia")
     assert created["softwareAgent"]["name"] == "provgen"
     binding = report.assertion("c2pa.soft-binding")
-    assert binding["alg"] == "io.provgen.watermark.grid.v1"
+    assert binding["alg"] == "io.provgen.watermark.wm.v1"  # the default method, provgen-wm/1
     assert binding["blocks"][0]["value"] == f"{image.watermark_id:012x}"
 
 

@@ -1,0 +1,346 @@
+"""Watermark robustness, quality, speed and false positives: provgen-wm/1 vs provgen-grid/1 (vs imwatermark).
+
+    python benchmarks/watermark_robustness.py                 # held-out set, 1024 px, all attacks
+    python benchmarks/watermark_robustness.py --set dev       # the images the parameters were tuned on
+    python benchmarks/watermark_robustness.py --size 512 --n 4
+    python benchmarks/watermark_robustness.py --fp 10000      # false detections on unmarked images
+
+Images are synthetic and deterministic (scikit-image's photographs are not installed in this venv): four
+generators (a 1/f colour field, a sky/ground scene with flat shapes, a Mandelbrot "natural" image and
+saturated shapes on a gradient). The dev set (seeds 0-2) is what provgen-wm/1 was tuned on; the held-out set
+uses seeds >= 1000 and is never used for tuning. Cells are "recovery rate / mean bit accuracy": recovery is
+the exact 48-bit payload; bit accuracy compares the 48 payload bits of what was read (0.5 when nothing was).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+from provgen.provenance.watermark import GridWatermark
+from provgen.provenance.wm1 import RobustWatermark
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+def pink(w: int, h: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
+    f[0, 0] = 1
+    chans = []
+    for _ in range(3):
+        spec = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f**1.1
+        spec[0, 0] = 0
+        x = np.fft.irfft2(spec, s=(h, w))
+        chans.append(x / x.std())
+    x = np.stack(chans, -1) @ (rng.normal(size=(3, 3)) * 0.3 + np.eye(3))
+    x = 128 + 45 * x / x.std() + rng.uniform(-40, 40, 3) + rng.normal(0, 2, x.shape)
+    return Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+
+
+def scene(w: int, h: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, h)[:, None, None]
+    img = np.repeat(np.array([90, 150, 230]) * (1 - t) + np.array([200, 220, 250]) * t, w, axis=1)
+    horizon = int(h * rng.uniform(0.45, 0.7))
+    img[horizon:] = np.asarray(pink(w, h, seed + 7), dtype=np.float64)[horizon:] * 0.6 + [40, 60, 20]
+    image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(5):
+        x0, y0, r = rng.integers(0, w), rng.integers(0, h), rng.integers(w // 16, w // 4)
+        draw.ellipse((int(x0), int(y0), int(x0 + r), int(y0 + r)), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return image.filter(ImageFilter.GaussianBlur(0.7))
+
+
+def natural(w: int, h: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    cx, cy, s = rng.uniform(-0.8, -0.4), rng.uniform(-0.3, 0.3), rng.uniform(0.4, 1.2)
+    m = np.asarray(Image.effect_mandelbrot((w, h), (cx - s, cy - s * h / w, cx + s, cy + s * h / w), 120),
+                   dtype=np.float64)[..., None] / 255
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    base = rng.uniform(40, 200, 3) + rng.uniform(-60, 60, 3) * xx[..., None] + rng.uniform(-60, 60, 3) * yy[..., None]
+    rgb = base * 0.6 + 88 * (0.5 + 0.5 * np.sin(m * rng.uniform(4, 10) + rng.uniform(0, 6, 3)))
+    rgb += rng.normal(0, 3, rgb.shape)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6))
+
+
+def saturated(w: int, h: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    c0, c1 = rng.uniform(20, 235, (2, 3))
+    t = np.linspace(0, 1, w)[None, :, None]
+    image = Image.fromarray(np.repeat(c0 + (c1 - c0) * t, h, axis=0).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255), (0, 0, 0)]
+    for i in range(10):
+        x0, y0, r = rng.integers(-w // 8, w), rng.integers(-h // 8, h), rng.integers(20, w // 3)
+        (draw.ellipse if i % 2 else draw.rectangle)((int(x0), int(y0), int(x0 + r), int(y0 + r)), fill=colours[i % 7])
+    return image
+
+
+KINDS = {"pink": pink, "scene": scene, "natural": natural, "saturated": saturated}
+
+
+def image_set(which: str, size: int, n: int) -> list[tuple[str, Image.Image]]:
+    """n images per kind: dev = seeds 0.., held-out = seeds 1000.. (disjoint)."""
+    base = 0 if which == "dev" else 1000
+    return [(f"{kind}{base + i}", make(size, size, base + i)) for kind, make in KINDS.items() for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------- attacks
+
+
+def reencode(image: Image.Image, fmt: str, **options: object) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    buffer.seek(0)
+    out = Image.open(buffer)
+    out.load()
+    return out.convert("RGB")
+
+
+def crop(fraction: float) -> Callable[[Image.Image, np.random.Generator], Image.Image]:
+    """Keep `fraction` of the area (same aspect) at a random position."""
+    def attack(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+        w, h = round(im.width * fraction**0.5), round(im.height * fraction**0.5)
+        x0, y0 = int(rng.integers(0, im.width - w + 1)), int(rng.integers(0, im.height - h + 1))
+        return im.crop((x0, y0, x0 + w, y0 + h))
+    return attack
+
+
+def resize(f: float, back: bool = False, resample: int = Image.Resampling.BICUBIC) -> Callable:
+    def attack(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+        small = im.resize((round(im.width * f), round(im.height * f)), resample)
+        return small.resize(im.size, resample) if back else small
+    return attack
+
+
+def noise(sigma: float) -> Callable:
+    def attack(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+        x = np.asarray(im, dtype=np.float64) + rng.normal(0, sigma, (im.height, im.width, 3))
+        return Image.fromarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+    return attack
+
+
+def combo(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return reencode(resize(0.75)(crop(0.9)(im, rng), rng), "JPEG", quality=75)
+
+
+ATTACKS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
+    "png": lambda im, r: reencode(im, "PNG"),
+    "jpeg95": lambda im, r: reencode(im, "JPEG", quality=95),
+    "jpeg90": lambda im, r: reencode(im, "JPEG", quality=90),
+    "jpeg75": lambda im, r: reencode(im, "JPEG", quality=75),
+    "jpeg50": lambda im, r: reencode(im, "JPEG", quality=50),
+    "jpeg75-444": lambda im, r: reencode(im, "JPEG", quality=75, subsampling=0),
+    "jpeg50-444": lambda im, r: reencode(im, "JPEG", quality=50, subsampling=0),
+    "webp75": lambda im, r: reencode(im, "WEBP", quality=75),
+    "webp90": lambda im, r: reencode(im, "WEBP", quality=90),
+    "resize0.5": resize(0.5),
+    "resize0.75-bilinear": resize(0.75, resample=Image.Resampling.BILINEAR),
+    "resize1.5-lanczos": resize(1.5, resample=Image.Resampling.LANCZOS),
+    "resize2-nearest": resize(2.0, resample=Image.Resampling.NEAREST),
+    "resize0.5-and-back": resize(0.5, back=True),
+    "crop80": crop(0.8),
+    "crop90": crop(0.9),
+    "bright+10%": lambda im, r: ImageEnhance.Brightness(im).enhance(1.1),
+    "bright-10%": lambda im, r: ImageEnhance.Brightness(im).enhance(0.9),
+    "contrast+10%": lambda im, r: ImageEnhance.Contrast(im).enhance(1.1),
+    "contrast-10%": lambda im, r: ImageEnhance.Contrast(im).enhance(0.9),
+    "blur_r1": lambda im, r: im.filter(ImageFilter.GaussianBlur(1)),
+    "noise5": noise(5.0),
+    "combo crop90+0.75x+jpeg75": combo,
+    "rot2 (stretch)": lambda im, r: im.rotate(2, Image.Resampling.BICUBIC),
+}
+
+
+# ----------------------------------------------------------------------------------------------- methods
+
+
+class ImWatermark:
+    """invisible-watermark's dwtDct / dwtDctSvd, when importable (not a provgen dependency)."""
+
+    payload_bits = 48
+
+    def __init__(self, algo: str) -> None:
+        from imwatermark import WatermarkDecoder, WatermarkEncoder  # noqa: F401
+
+        self.name, self.algo = f"imwatermark {algo}", algo
+
+    def embed(self, image: Image.Image, payload: int) -> Image.Image:
+        from imwatermark import WatermarkEncoder
+
+        enc = WatermarkEncoder()
+        enc.set_watermark("bytes", payload.to_bytes(6, "big"))
+        bgr = np.asarray(image.convert("RGB"))[:, :, ::-1]
+        return Image.fromarray(np.ascontiguousarray(enc.encode(bgr, self.algo)[:, :, ::-1]))
+
+    def read_bits(self, image: Image.Image) -> int | None:
+        from imwatermark import WatermarkDecoder
+
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        return int.from_bytes(WatermarkDecoder("bytes", 48).decode(bgr, self.algo), "big")
+
+
+def methods() -> list[tuple[str, object | None]]:
+    out: list[tuple[str, object | None]] = [("provgen-wm/1", RobustWatermark()), ("provgen-grid/1", GridWatermark())]
+    for algo in ("dwtDct", "dwtDctSvd"):
+        try:
+            out.append((f"imwatermark {algo}", ImWatermark(algo)))
+        except ImportError:
+            out.append((f"imwatermark {algo}", None))
+    return out
+
+
+def read(method: object, image: Image.Image) -> int | None:
+    if isinstance(method, ImWatermark):
+        return method.read_bits(image)  # no check bits: always "reads" something
+    reading = method.decode(image)  # type: ignore[attr-defined]
+    return None if reading is None else reading.payload
+
+
+# ------------------------------------------------------------------------------------------------- quality
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10(255**2 / np.mean((x - y) ** 2)))
+
+
+def ssim(a: Image.Image, b: Image.Image) -> float:
+    from scipy.ndimage import uniform_filter
+
+    x, y = np.asarray(a.convert("L"), dtype=np.float64), np.asarray(b.convert("L"), dtype=np.float64)
+    mx, my = uniform_filter(x, 7), uniform_filter(y, 7)
+    vx, vy, cxy = uniform_filter(x * x, 7) - mx**2, uniform_filter(y * y, 7) - my**2, uniform_filter(x * y, 7) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    return float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))[3:-3, 3:-3].mean())
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+
+def robustness(which: str, size: int, n: int, attacks: list[str]) -> None:
+    images = image_set(which, size, n)
+    label = "DEV set (tuned on these)" if which == "dev" else "HELD-OUT set (never tuned on)"
+    print(f"# {label}: {len(images)} images at {size}x{size} ({', '.join(KINDS)}; {n} each)\n")
+    payloads = np.random.default_rng(7).integers(0, 2**48, len(images)).tolist()
+    table: dict[str, dict[str, str]] = {}
+    quality: dict[str, str] = {}
+    for name, method in methods():
+        if method is None:
+            quality[name] = "not installed"
+            continue
+        marked, psnrs, ssims, t_embed = [], [], [], []
+        for (_, image), payload in zip(images, payloads, strict=True):
+            start = time.perf_counter()
+            out = method.embed(image, payload)  # type: ignore[attr-defined]
+            t_embed.append(time.perf_counter() - start)
+            marked.append(out)
+            psnrs.append(psnr(image, out))
+            ssims.append(ssim(image, out))
+        t_decode = []
+        for attack in attacks:
+            rng = np.random.default_rng(hash(attack) % 2**32)
+            ok, acc = 0, []
+            for image, payload in zip(marked, payloads, strict=True):
+                attacked = ATTACKS[attack](image, rng)
+                start = time.perf_counter()
+                got = read(method, attacked)
+                if attack == "png":
+                    t_decode.append(time.perf_counter() - start)
+                ok += got == payload
+                acc.append(0.5 if got is None else 1 - bin(got ^ payload).count("1") / 48)
+            table.setdefault(attack, {})[name] = f"{ok / len(marked):.0%} / {np.mean(acc):.2f}"
+        quality[name] = (f"PSNR {np.mean(psnrs):.1f} (min {min(psnrs):.1f}) dB, SSIM {np.mean(ssims):.3f} "
+                         f"(min {min(ssims):.3f}), embed {statistics.median(t_embed) * 1e3:.0f} ms, "
+                         f"decode {statistics.median(t_decode) * 1e3:.0f} ms (median)")
+        print(f"{name}: {quality[name]}", flush=True)
+    names = [name for name, _ in methods()]
+    print("\n| attack | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for attack in attacks:
+        print(f"| {attack} | " + " | ".join(table[attack].get(n, "not installed") for n in names) + " |")
+    print()
+
+
+def timing(size: int, repeats: int) -> None:
+    """Median embed/decode time at size x size, untouched and attacked, over the held-out images."""
+    wm = RobustWatermark()
+    images = [im for _, im in image_set("held-out", size, 1)]
+    for label, attack in (("png", ATTACKS["png"]), ("jpeg75", ATTACKS["jpeg75"]), ("crop90", ATTACKS["crop90"]),
+                          ("unmarked", None)):
+        t_e, t_d = [], []
+        for image in images:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                marked = wm.embed(image, 123)
+                t_e.append(time.perf_counter() - start)
+                target = image if attack is None else attack(marked, np.random.default_rng(1))
+                start = time.perf_counter()
+                wm.decode(target)
+                t_d.append(time.perf_counter() - start)
+        print(f"provgen-wm/1 {size}px {label:9s} embed {statistics.median(t_e) * 1e3:5.0f} ms   "
+              f"decode {statistics.median(t_d) * 1e3:5.0f} ms (median of {len(t_d)})")
+
+
+def false_positives(n: int, seed: int) -> None:
+    """Decode n unmarked images (the held-out generators, crops, rescales, noise) with every provgen method."""
+    rng = np.random.default_rng(seed)
+    wm, grid = RobustWatermark(), GridWatermark()
+    hits = {"provgen-wm/1": 0, "provgen-grid/1": 0}
+    start = time.perf_counter()
+    for i in range(n):
+        kind = rng.integers(0, 6)
+        w, h = int(rng.integers(96, 900)), int(rng.integers(96, 900))
+        if kind < 4:
+            image = list(KINDS.values())[kind](w, h, int(rng.integers(10**6, 2 * 10**6)))
+        elif kind == 4:
+            image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        else:
+            image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        if rng.random() < 0.3:
+            x0, y0 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
+            image = image.crop((x0, y0, w, h))
+        if rng.random() < 0.3:
+            f = float(rng.uniform(0.5, 2.0))
+            image = image.resize((max(40, int(image.width * f)), max(40, int(image.height * f))))
+        hits["provgen-wm/1"] += wm.decode(image) is not None
+        hits["provgen-grid/1"] += grid.decode(image) is not None
+        if (i + 1) % 500 == 0:
+            print(f"  {i + 1} images, {time.perf_counter() - start:.0f} s, false detections {hits}", flush=True)
+    elapsed = time.perf_counter() - start
+    print(f"false detections on {n} unmarked images: {hits} ({elapsed:.0f} s, {elapsed / n * 1e3:.0f} ms/image "
+          "for both methods)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=["held-out", "dev"], default="held-out")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--n", type=int, default=2, help="images per generator (4 generators)")
+    parser.add_argument("--attacks", default="", help="comma-separated subset of: " + ", ".join(ATTACKS))
+    parser.add_argument("--timing", type=int, default=0, metavar="REPEATS", help="only the timing run")
+    parser.add_argument("--fp", type=int, default=0, metavar="N", help="only the false-positive run on N images")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.fp:
+        false_positives(args.fp, args.seed)
+    elif args.timing:
+        timing(args.size, args.timing)
+    else:
+        attacks = [a for a in args.attacks.split(",") if a] or list(ATTACKS)
+        unknown = set(attacks) - set(ATTACKS)
+        if unknown:
+            sys.exit(f"unknown attacks: {', '.join(sorted(unknown))}")
+        robustness(args.set, args.size, args.n, attacks)
+
+
+if __name__ == "__main__":
+    main()

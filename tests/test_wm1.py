@@ -1,0 +1,273 @@
+"""provgen.provenance.wm1: the default watermark ``provgen-wm/1`` (crop-, resize- and re-encoding-robust).
+
+scikit-image is not installed in this venv, so the "photographs" are synthetic and deterministic: a 1/f
+colour field (photo-like texture) and a scene (sky gradient, textured ground, flat blurred shapes). The
+robustness table over more images lives in benchmarks/watermark_robustness.py and docs/watermark.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, features
+
+from provgen.core.errors import WatermarkError
+from provgen.provenance.watermark import GridWatermark, WatermarkMethod
+from provgen.provenance.wm1 import RobustWatermark, block_size
+
+WM = RobustWatermark()
+PAYLOAD = 0xC0FF_EE12_3456
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+def pink(width: int, height: int, seed: int = 0) -> Image.Image:
+    """1/f^2.2 colour field with correlated channels and a little sensor noise."""
+    rng = np.random.default_rng(seed)
+    f = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
+    f[0, 0] = 1
+    chans = []
+    for _ in range(3):
+        spec = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f**1.1
+        spec[0, 0] = 0
+        x = np.fft.irfft2(spec, s=(height, width))
+        chans.append(x / x.std())
+    x = np.stack(chans, -1) @ (rng.normal(size=(3, 3)) * 0.3 + np.eye(3))
+    x = 128 + 40 * x / x.std() + rng.uniform(-30, 30, 3) + rng.normal(0, 2, x.shape)
+    return Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+
+
+def scene(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Sky gradient over textured ground, with flat shapes: large flat areas, as in generated art."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, height)[:, None, None]
+    img = np.repeat(np.array([90, 150, 230]) * (1 - t) + np.array([200, 220, 250]) * t, width, axis=1)
+    horizon = int(height * rng.uniform(0.45, 0.7))
+    img[horizon:] = np.asarray(pink(width, height, seed + 7), dtype=np.float64)[horizon:] * 0.6 + [40, 60, 20]
+    image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(5):
+        x0, y0, r = rng.integers(0, width), rng.integers(0, height), rng.integers(width // 16, width // 4)
+        draw.ellipse((int(x0), int(y0), int(x0 + r), int(y0 + r)), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return image.filter(ImageFilter.GaussianBlur(0.7))
+
+
+def reencode(image: Image.Image, fmt: str, **options: object) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    buffer.seek(0)
+    out = Image.open(buffer)
+    out.load()
+    return out
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10(255**2 / np.mean((x - y) ** 2)))
+
+
+def ssim(a: Image.Image, b: Image.Image) -> float:
+    """Mean SSIM of the luma, 7x7 uniform windows (as skimage's default), K1=0.01, K2=0.03."""
+    from scipy.ndimage import uniform_filter
+
+    x = np.asarray(a.convert("L"), dtype=np.float64)
+    y = np.asarray(b.convert("L"), dtype=np.float64)
+    mx, my = uniform_filter(x, 7), uniform_filter(y, 7)
+    vx, vy = uniform_filter(x * x, 7) - mx**2, uniform_filter(y * y, 7) - my**2
+    cxy = uniform_filter(x * y, 7) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s[3:-3, 3:-3].mean())
+
+
+def payload_of(image: Image.Image, method: object = WM) -> int | None:
+    reading = method.decode(image)  # type: ignore[attr-defined]
+    return None if reading is None else reading.payload
+
+
+@pytest.fixture(scope="module")
+def marked() -> dict[str, tuple[Image.Image, Image.Image]]:
+    """(original, marked) at 512 x 512: a textured field and a scene with flat areas."""
+    out = {}
+    for name, make, seed in (("pink", pink, 21), ("scene", scene, 22)):
+        image = make(512, 512, seed)
+        out[name] = (image, WM.embed(image, PAYLOAD))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+
+def test_contract_and_default() -> None:
+    from provgen.core.config import load_settings
+    from provgen.core.plugins import get_plugin_manager
+    from provgen.core.registries import watermark_methods
+
+    assert isinstance(WM, WatermarkMethod)
+    assert (WM.name, WM.payload_bits, WM.soft_binding_alg) == ("provgen-wm/1", 48, "io.provgen.watermark.wm.v1")
+    assert load_settings().watermark_method == "provgen-wm/1"
+    methods = watermark_methods(get_plugin_manager())
+    assert {"provgen-wm/1", "provgen-grid/1"} <= set(methods)  # old images still verify
+
+
+def test_block_size_rule() -> None:
+    """Relative (48 blocks across the shorter side) from 384 px up, 8 px blocks below, one tile under 128 px."""
+    assert block_size(1536) == 32 and block_size(480) == 10 and block_size(256) == 8 and block_size(64) == 4
+
+
+@pytest.mark.parametrize("name", ["pink", "scene"])
+def test_invisible_by_the_numbers(marked: dict, name: str) -> None:
+    original, image = marked[name]
+    assert image.size == original.size and image.mode == "RGB"
+    assert 40.0 <= psnr(original, image) < 46  # the mark is there, and within budget
+    assert ssim(original, image) >= 0.98
+
+
+def test_deterministic_and_payload_dependent() -> None:
+    image = scene(256, 256, 3)
+    a, b = WM.embed(image, 1), WM.embed(image, 2)
+    assert WM.embed(image, 1).tobytes() == a.tobytes() != b.tobytes()
+    assert (payload_of(a), payload_of(b)) == (1, 2)
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+
+
+def _crop(image: Image.Image, x0: int, y0: int, fraction: float) -> Image.Image:
+    w, h = image.size
+    return image.crop((x0, y0, x0 + int(w * fraction), y0 + int(h * fraction)))
+
+
+ATTACKS = {
+    "png": lambda im: reencode(im, "PNG"),
+    "jpeg75": lambda im: reencode(im, "JPEG", quality=75),
+    "jpeg90-444": lambda im: reencode(im, "JPEG", quality=90, subsampling=0),
+    "resize0.75": lambda im: im.resize((im.width * 3 // 4, im.height * 3 // 4), Image.Resampling.BICUBIC),
+    "resize1.5": lambda im: im.resize((im.width * 3 // 2, im.height * 3 // 2), Image.Resampling.BILINEAR),
+    "crop80-odd": lambda im: _crop(im, 23, 37, 0.894),
+    "crop90-odd": lambda im: _crop(im, 7, 3, 0.949),
+    "brightness1.1": lambda im: ImageEnhance.Brightness(im).enhance(1.1),
+    "contrast0.9": lambda im: ImageEnhance.Contrast(im).enhance(0.9),
+    "blur1": lambda im: im.filter(ImageFilter.GaussianBlur(1)),
+    "combo": lambda im: reencode(
+        (c := _crop(im, 13, 29, 0.949)).resize((c.width * 3 // 4, c.height * 3 // 4), Image.Resampling.BICUBIC),
+        "JPEG", quality=75),
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_survives(marked: dict, attack: str) -> None:
+    # limit (docs/watermark.md): strong chroma texture + crop + downscale + JPEG at 512 px (6 px blocks)
+    for name in ("scene",) if attack == "combo" else ("pink", "scene"):
+        reading = WM.decode(ATTACKS[attack](marked[name][1]))
+        assert reading is not None and reading.payload == PAYLOAD, (name, attack)
+        assert 0 < reading.confidence <= 1
+
+
+@pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")
+def test_survives_webp(marked: dict) -> None:
+    assert payload_of(reencode(marked["scene"][1], "WEBP", quality=80)) == PAYLOAD
+
+
+def test_small_generated_sizes_round_trip() -> None:
+    """The shipped model makes 64 px images; engine tests use 128-256 px."""
+    for size in (64, 128, 256):
+        image = scene(size, size, size)
+        assert payload_of(WM.embed(image, PAYLOAD)) == PAYLOAD, size
+    assert payload_of(reencode(WM.embed(scene(256, 256, 5), PAYLOAD), "JPEG", quality=90)) == PAYLOAD
+
+
+def test_rgba_keeps_alpha_and_grayscale_becomes_rgb() -> None:
+    rgba = scene(256, 256, 6).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((256, 256)))
+    out = WM.embed(rgba, PAYLOAD)
+    assert out.mode == "RGBA" and out.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
+    assert payload_of(out) == PAYLOAD
+    gray = WM.embed(scene(256, 256, 7).convert("L"), PAYLOAD)
+    assert gray.mode == "RGB" and payload_of(gray) == PAYLOAD
+
+
+# -------------------------------------------------------------------------------------- false positives
+
+
+def test_unmarked_and_foreign_images_read_none() -> None:
+    rng = np.random.default_rng(5)
+    images = [Image.new("RGB", (300, 300), (176, 196, 222)), Image.new("RGB", (256, 256))]
+    for seed in range(3):
+        big = scene(700, 520, 40 + seed)
+        x0, y0 = int(rng.integers(0, 150)), int(rng.integers(0, 100))
+        images += [big, big.crop((x0, y0, x0 + 500, y0 + 400)), pink(384, 256, 50 + seed),
+                   big.resize((int(rng.integers(80, 400)), int(rng.integers(80, 400))))]
+    images.append(GridWatermark().embed(scene(512, 512, 60), PAYLOAD))  # another method's mark
+    assert [payload_of(image) for image in images] == [None] * len(images)
+    # and the old method does not read the new mark
+    assert payload_of(WM.embed(scene(512, 512, 61), PAYLOAD), GridWatermark()) is None
+
+
+def test_another_key_reads_nothing(marked: dict) -> None:
+    assert payload_of(marked["scene"][1], RobustWatermark(key=12345)) is None
+
+
+# ---------------------------------------------------------------------------------------- bounds, modes
+
+
+@pytest.mark.parametrize("payload", [-1, 2**48, 1.5, "7", None])
+def test_payload_out_of_range_is_refused(payload: object) -> None:
+    with pytest.raises(WatermarkError, match="payload"):
+        WM.embed(scene(128, 128), payload)  # type: ignore[arg-type]
+
+
+def test_too_small_is_refused() -> None:
+    with pytest.raises(WatermarkError, match="at least 64"):
+        WM.embed(Image.new("RGB", (63, 200)), PAYLOAD)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "I", "F", "CMYK", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (31, 400), (40, 40), (3000, 50)])
+def test_decode_never_raises(mode: str, size: tuple[int, int]) -> None:
+    assert WM.decode(Image.new(mode, size)) is None
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_embed_decode_round_trip(tmp_path: Path) -> None:
+    from provgen.cli.main import cli
+
+    source = tmp_path / "in.png"
+    scene(384, 320, 8).save(source)
+    runner = CliRunner()
+    out = tmp_path / "out.jpg"
+    result = runner.invoke(cli, ["watermark", "embed", str(source), str(out), "--payload", "0x00c0ffee1234", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["payload"] == "00c0ffee1234" and out.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic write left nothing behind
+    result = runner.invoke(cli, ["watermark", "decode", str(out), str(source), "--json"])
+    assert result.exit_code == 1  # the unmarked input has no mark
+    found, missing = json.loads(result.stdout)
+    assert found == {"file": str(out), "found": True, "payload": "00c0ffee1234", "method": "provgen-wm/1",
+                     "confidence": found["confidence"]} and 0 < found["confidence"] <= 1
+    assert missing["found"] is False and missing["payload"] is None
+    result = runner.invoke(cli, ["watermark", "decode", str(out), "--method", "provgen-grid/1"])
+    assert result.exit_code == 1 and "no watermark" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--payload", "1ffffffffffff"], "`--payload`: '1ffffffffffff' is 49 bits wide"),
+    (["--payload", "xyz"], "`--payload`: 'xyz' is not a hexadecimal number"),
+    (["--payload", "12", "--method", "nope"], "`--method`: unknown watermark method 'nope'"),
+])
+def test_cli_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    from provgen.cli.main import cli
+
+    source = tmp_path / "in.png"
+    scene(128, 128).save(source)
+    result = CliRunner().invoke(cli, ["watermark", "embed", str(source), str(tmp_path / "o.png"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "o.png").exists()
