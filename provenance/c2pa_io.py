@@ -189,8 +189,12 @@ class ManifestSigner:
     """Signs images with one identity. Thread-safe; safe to use across ``fork`` (native handles are re-made in
     the child). Create once per process or worker and reuse; :meth:`close` (or ``with``) frees the handles."""
 
-    def __init__(self, identity: SigningIdentity, *, trust_anchors_pem: bytes = b"") -> None:
+    def __init__(
+        self, identity: SigningIdentity, *, trust_anchors_pem: bytes = b"", tsa_url: str | None = None
+    ) -> None:
         self.identity = identity
+        #: RFC 3161 timestamp authority c2pa asks to countersign each manifest (network access at signing time)
+        self.tsa_url = tsa_url
         self._anchors = _join_pem(identity.trust_anchors_pem, trust_anchors_pem)
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -216,9 +220,8 @@ class ManifestSigner:
                 raise SigningError("this ManifestSigner is closed; create a new one")
             if self._pid != pid:  # first use, or a forked child: the parent's handles are unusable here
                 try:
-                    info = c2pa.C2paSignerInfo(
-                        self.identity.alg, self.identity.chain_pem, self.identity.key_pem, None
-                    )
+                    tsa = self.tsa_url.encode() if self.tsa_url else None
+                    info = c2pa.C2paSignerInfo(self.identity.alg, self.identity.chain_pem, self.identity.key_pem, tsa)
                     signer = c2pa.Signer.from_info(info)
                 except c2pa.C2paError as e:
                     raise self._signing_error(e) from None
@@ -264,6 +267,11 @@ class ManifestSigner:
         if "Could not parse" in text or "could not be parsed" in text:
             return InputImageError(
                 f"`image` could not be parsed as {mime} ({text}); check the bytes and `mime`"
+            )
+        if self.tsa_url and ("http" in text.lower() or "timestamp" in text.lower()):
+            return SigningError(
+                f"the timestamp authority `{self.tsa_url}` (PROVGEN_TSA_URL) could not be reached or refused the "
+                f"request ({text}); check the URL and the network, or unset PROVGEN_TSA_URL to sign without one"
             )
         if isinstance(e, c2pa.C2paError.Signature) or "signingCredential" in text:
             problems = certificate_problems(self.identity.chain_pem, self.identity.key_pem)

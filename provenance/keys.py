@@ -262,7 +262,7 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _make_dev_set(organization: str) -> dict[str, bytes]:
+def _make_dev_set(organization: str, leaf_lifetime: dt.timedelta = LEAF_LIFETIME) -> dict[str, bytes]:
     now = dt.datetime.now(dt.UTC)
 
     def name(cn: str) -> x509.Name:
@@ -303,7 +303,7 @@ def _make_dev_set(organization: str) -> dict[str, bytes]:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + LEAF_LIFETIME)
+        .not_valid_after(now + leaf_lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(key_usage(ca=False), critical=True)
         .add_extension(

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -123,12 +124,18 @@ class ProvenanceLayer:
         with self._lock:
             if self._signer is None:
                 from provgen.provenance.c2pa_io import ManifestSigner
+                from provgen.provenance.org_keys import expiry_warning
                 from provgen.provenance.trust import trust_anchors_pem
 
                 identity = call_hook(self.pm, "provide_signer", settings=self.settings)
                 if identity is None:
                     raise SigningError("no plugin provided a signing identity (hook `provide_signer`)")
-                self._signer = ManifestSigner(identity, trust_anchors_pem=trust_anchors_pem(self.settings))
+                warning = expiry_warning(identity)
+                if warning:
+                    print(f"provgen: warning: {warning}", file=sys.stderr)
+                self._signer = ManifestSigner(
+                    identity, trust_anchors_pem=trust_anchors_pem(self.settings), tsa_url=self.settings.tsa_url
+                )
             return self._signer
 
     def close(self) -> None:
