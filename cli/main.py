@@ -74,13 +74,15 @@ def build_cli() -> click.Group:
 
         \b
         Quick start:
-          provgen generate "a lighthouse at dusk" --model ./my-sd15 --out ./out
+          provgen generate "a red circle on a blue background" --out ./out
           provgen verify out/*.png
 
         Settings come from the environment: PROVGEN_HOME (default ~/.provgen), PROVGEN_REGISTRY_URL
-        (default sqlite:///$PROVGEN_HOME/registry.db), PROVGEN_CERT/PROVGEN_KEY (signing identity),
+        (default sqlite:///$PROVGEN_HOME/registry.db), PROVGEN_CERT/PROVGEN_KEY (signing identity; else
+        the one from `keys import`), PROVGEN_KEY_PASSWORD, PROVGEN_TSA_URL (timestamp authority),
         PROVGEN_TRUST_ANCHORS, PROVGEN_USER, PROVGEN_MODEL, PROVGEN_DEVICE, PROVGEN_DTYPE,
-        PROVGEN_WATERMARK, PROVGEN_PLUGINS, PROVGEN_DISABLE_PLUGIN_AUTOLOAD, PROVGEN_DEBUG (tracebacks).
+        PROVGEN_WATERMARK, PROVGEN_TRAINING_MINING, PROVGEN_BLOCKLIST, PROVGEN_PLUGINS, PROVGEN_DISABLE_PLUGIN_AUTOLOAD,
+        PROVGEN_DEBUG (tracebacks).
         """
 
     for module in (generate, verify, keys, models, plugins, registry, lineage, watermark):

@@ -50,6 +50,8 @@ class Settings:
     fingerprint_max_distance: int = 8
     #: RFC 3161 timestamp authority asked to countersign every manifest (``PROVGEN_TSA_URL``); ``None`` = none
     tsa_url: str | None = None
+    #: the ``cawg.training-mining`` assertion (``PROVGEN_TRAINING_MINING``; see provenance/training_mining.py)
+    training_mining: str = "notAllowed"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,6 +92,7 @@ def load_settings(**overrides: object) -> Settings:
         watermark_method=os.environ.get("PROVGEN_WATERMARK") or "provgen-wm/1",
         default_model=os.environ.get("PROVGEN_MODEL") or DEFAULT_MODEL,
         tsa_url=os.environ.get("PROVGEN_TSA_URL") or None,
+        training_mining=os.environ.get("PROVGEN_TRAINING_MINING") or "notAllowed",
     )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "home" in overrides and "registry_url" not in overrides and not os.environ.get("PROVGEN_REGISTRY_URL"):

@@ -96,6 +96,7 @@ def build_manifest(
     ingredient_labels: Sequence[str] = (),
     parent_labels: Sequence[str] = (),
     actions: Sequence[dict] = (),
+    training_mining: dict | None = None,
 ) -> dict:
     """The C2PA manifest (claim v2) of a generated image.
 
@@ -105,7 +106,8 @@ def build_manifest(
     ``ingredient_labels``; or, when ``parent_labels`` name the image(s) edited (img2img, inpainting),
     ``c2pa.opened`` referencing those, followed by a ``c2pa.edited`` with that source type unless ``actions``
     has one with a ``digitalSourceType``; then ``actions`` (edits by plugins and post-processors), then
-    ``c2pa.watermarked``.
+    ``c2pa.watermarked``. ``training_mining``: the data of a ``cawg.training-mining`` assertion, added
+    when given (see :mod:`provgen.provenance.training_mining`).
     """
     agent = {"name": "provgen", "version": software_version}
     first: list[dict[str, Any]]
@@ -154,6 +156,7 @@ def build_manifest(
                 "data": {"alg": soft_binding_alg, "blocks": [{"scope": {}, "value": soft_binding_value}]},
             },
             {"label": GENERATION_ASSERTION, "data": recipe},
+            *([{"label": "cawg.training-mining", "data": training_mining}] if training_mining else []),
             *({"label": a["label"], "data": a["data"]} for a in extra_assertions),
         ],
     }

@@ -105,7 +105,11 @@ class ProvenanceLayer:
     """Holds the per-process registry connection and signer; ``finalize`` is the engine's only exit."""
 
     def __init__(self, settings: Settings, pm: pluggy.PluginManager) -> None:
+        from provgen.provenance.training_mining import parse
+
         self.settings, self.pm = settings, pm
+        #: the cawg.training-mining assertion of every manifest (checked here: a bad setting fails before sampling)
+        self.training_mining = parse(settings.training_mining)
         self._registry: Registry | None = None
         self._signer: ManifestSigner | None = None
         self._lock = threading.Lock()
@@ -189,6 +193,7 @@ class ProvenanceLayer:
                 ingredient_labels=[i.label for i in ingredients if i.label],
                 parent_labels=[i.label for i in ingredients if i.label and i.relationship == "parentOf"],
                 actions=actions,
+                training_mining=self.training_mining,
             )
             signed = signer.sign(encoded, mime, manifest, ingredients)
             t4 = time.perf_counter()
