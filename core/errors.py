@@ -21,6 +21,7 @@ __all__ = [
     "WatermarkError",
     "InputImageError",
     "PolicyRefused",
+    "ReattachError",
 ]
 
 
@@ -98,3 +99,9 @@ class PolicyRefused(ProvgenError):
         self.plugin, self.reason, self.refusal_id = plugin, reason, refusal_id
         recorded = f" (recorded as refusal {refusal_id})" if refusal_id else ""
         super().__init__(f"refused by policy plugin `{plugin}`: {reason}{recorded}")
+
+
+class ReattachError(ProvgenError):
+    """``verify --reattach`` cannot re-attach a manifest to this file (nothing was written)."""
+
+    exit_code = 2

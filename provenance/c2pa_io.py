@@ -64,6 +64,10 @@ class Ingredient:
     role: str = "input"
     #: where it came from (a file path or URI), recorded on the registry's asset for it
     source: str | None = None
+    #: the C2PA manifest store this ingredient carried when ``data`` no longer holds it (e.g. kept by the
+    #: registry for a copy whose metadata was stripped); it becomes the ingredient's manifest, validated
+    #: against ``data`` (a re-encoded copy shows ``assertion.dataHash.mismatch`` in its validation results)
+    manifest_store: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.relationship not in _RELATIONSHIPS:
@@ -251,7 +255,7 @@ class ManifestSigner:
         try:
             with c2pa.Builder(manifest, context=context) as builder:
                 for ing in ingredients:
-                    _add_ingredient(builder, ing)
+                    _add_ingredient(builder, ing, context)
                 store = builder.sign(signer, mime, io.BytesIO(image), out)
         except c2pa.C2paError as e:
             raise self._signing_error(e, mime) from None
@@ -297,16 +301,37 @@ class ManifestSigner:
                     handle.close()
 
 
-def _add_ingredient(builder: c2pa.Builder, ing: Ingredient) -> None:
-    spec = {"title": ing.title, "relationship": ing.relationship}
+def _add_ingredient(builder: c2pa.Builder, ing: Ingredient, context: c2pa.Context) -> None:
+    spec: dict[str, Any] = {"title": ing.title, "relationship": ing.relationship}
     if ing.label:
         spec["label"] = ing.label
+    if ing.manifest_store is not None:
+        spec.update(_restored_manifest(builder, ing, context))
     try:
         builder.add_ingredient(spec, _normalise_mime(ing.mime), io.BytesIO(ing.data))
     except c2pa.C2paError as e:
         raise InputImageError(
             f"ingredient `{ing.title}` could not be read as {ing.mime} ({e}); check its `data` and `mime`"
         ) from None
+
+
+def _restored_manifest(builder: c2pa.Builder, ing: Ingredient, context: c2pa.Context) -> dict[str, Any]:
+    """The ingredient fields that make ``ing.manifest_store`` its manifest: c2pa wants the store as a resource,
+    its active label, and the validation results of that store against the ingredient's bytes."""
+    mime = _normalise_mime(ing.mime)
+    try:
+        with c2pa.Reader(mime, io.BytesIO(ing.data), ing.manifest_store, context) as reader:
+            store = json.loads(reader.json())
+    except c2pa.C2paError as e:
+        raise SigningError(f"the stored manifest of ingredient `{ing.title}` cannot be read ({e})") from None
+    identifier = f"{ing.label or 'ingredient'}.c2pa"
+    builder.add_resource(identifier, io.BytesIO(ing.manifest_store))
+    return {
+        "format": mime,
+        "active_manifest": store.get("active_manifest"),
+        "validation_results": store.get("validation_results") or {},
+        "manifest_data": {"format": "application/c2pa", "identifier": identifier},
+    }
 
 
 @dataclass(frozen=True)

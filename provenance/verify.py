@@ -50,6 +50,8 @@ class VerifyReport:
     error: str | None = None
     #: id of the registry's record of this check, when it was recorded
     verification_id: str | None = None
+    #: with ``verify --reattach``: the copy written with the original manifest re-attached (path, sha256, label)
+    reattached: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
