@@ -12,6 +12,9 @@ DEFAULT_PLUGINS = (
     "provgen.plugins.shapes_model",
     "provgen.plugins.postprocess",
     "provgen.plugins.img2img",
+    "provgen.plugins.lora",
+    "provgen.plugins.controlnet",
+    "provgen.plugins.ip_adapter",
     "provgen.plugins.blocklist",
 )
 

@@ -97,7 +97,8 @@ def test_hook_register_conditioners() -> None:
     from provgen.core.request import GenerationRequest
 
     check_plugin_options(engine.pm, GenerationRequest(prompt="x", plugin_options={"sketch": {}}).plugin_options)
-    with pytest.raises(ValidationError, match="no conditioner named 'scribble'; installed: sketch"):
+    with pytest.raises(ValidationError,
+                       match="no conditioner named 'scribble'; installed: controlnet, ip_adapter, lora, sketch"):
         engine.generate(prompt="x", model="/nonexistent", plugin_options={"scribble": {}})
 
 
