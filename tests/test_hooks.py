@@ -613,3 +613,44 @@ def test_registering_a_name_twice_names_both_plugins() -> None:
     pattern = "`ddim` is registered twice .* plugins `(again` and `schedulers|schedulers` and `again)`"
     with pytest.raises(PluginError, match=pattern):
         registered_schedulers(engine_with(Again()).pm)
+
+
+_FAILING_HOOKS = {
+    "validate_request": "request, settings",
+    "check_policy": "request, settings",
+    "adapt_pipeline": "context",
+    "call_arguments": "context",
+    "on_step_end": "context, step, timestep, tensors",
+    "sample": "context",
+    "release_pipeline": "context",
+    "provenance_contribution": "context",
+    "provide_signer": "settings",
+}
+
+
+@pytest.mark.parametrize("hook", sorted(_FAILING_HOOKS))
+def test_a_plugin_raising_in_any_generation_hook_is_named_writes_nothing_and_the_engine_recovers(
+    hook: str, tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path
+) -> None:
+    """The plugin raises the first time the hook runs, then behaves: the same engine serves the next request."""
+    state = {"raised": False}
+
+    def once(*_: object) -> None:
+        if not state["raised"]:
+            state["raised"] = True
+            raise RuntimeError(f"boom in {hook}")
+
+    namespace: dict[str, object] = {"hookimpl": hookimpl, "once": once}
+    exec(  # a plugin class with exactly one implementation, of `hook`, with the spec's parameter names
+        f"class Flaky:\n    name = 'flaky'\n    @hookimpl\n    def {hook}(self, {_FAILING_HOOKS[hook]}):\n"
+        f"        once()\n        return None\n",
+        namespace,
+    )
+    engine = engine_with(namespace["Flaky"]())
+    with pytest.raises(PluginHookError) as info:
+        run(engine, tiny_sd_dir, tmp_path / "out")
+    assert info.value.plugin == "flaky" and hook in info.value.hook and f"boom in {hook}" in str(info.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert count_assets(provgen_home) == 0
+    result = run(engine, tiny_sd_dir, tmp_path / "out")  # same engine, same plugins
+    assert len(result.images) == 1 and result.images[0].path.is_file() and count_assets(provgen_home) == 1
