@@ -150,7 +150,8 @@ def resolve_postprocessors(pm: pluggy.PluginManager, chain: tuple[str, ...]) -> 
         name, _, args = item.partition(":")
         if name not in available:
             raise ValidationError(
-                "postprocess", f"unknown post-processor {name!r}; available: {', '.join(sorted(available)) or 'none'}"
+                "postprocess", f"`--post {item}`: unknown post-processor {name!r}; "
+                f"available: {', '.join(sorted(available)) or 'none'}"
             )
         entry = available[name]
         if entry.item.validate is not None:
