@@ -5,11 +5,14 @@
     python benchmarks/watermark_robustness.py --size 512 --n 4
     python benchmarks/watermark_robustness.py --fp 10000      # false detections on unmarked images
 
-Images are synthetic and deterministic (scikit-image's photographs are not installed in this venv): four
-generators (a 1/f colour field, a sky/ground scene with flat shapes, a Mandelbrot "natural" image and
-saturated shapes on a gradient). The dev set (seeds 0-2) is what provgen-wm/1 was tuned on; the held-out set
-uses seeds >= 1000 and is never used for tuning. Cells are "recovery rate / mean bit accuracy": recovery is
-the exact 48-bit payload; bit accuracy compares the 48 payload bits of what was read (0.5 when nothing was).
+Images: scikit-image's bundled photographs (``skimage.data``, no download; the dev extra installs it), a
+centre square of each resized to the benchmark size, plus four deterministic synthetic generators (a 1/f
+colour field, a sky/ground scene with flat shapes, a Mandelbrot "natural" image and saturated shapes on a
+gradient). The dev set (astronaut, coffee, rocket + seeds 0-2) is what provgen-wm/1 was tuned on; the
+held-out set (chelsea, hubble_deep_field, immunohistochemistry, retina + seeds >= 1000) is never used for
+tuning. Cells are "recovery rate / mean bit accuracy": recovery is the exact 48-bit payload; bit accuracy
+compares the 48 payload bits of what was read (0.5 when nothing was). Visibility: CIEDE2000 colour
+difference of the mean colour of every 8 x 8 block, over the flat blocks (luma std < 2) of all images.
 """
 
 from __future__ import annotations
@@ -85,12 +88,26 @@ def saturated(w: int, h: int, seed: int) -> Image.Image:
 
 
 KINDS = {"pink": pink, "scene": scene, "natural": natural, "saturated": saturated}
+PHOTOS = {"dev": ("astronaut", "coffee", "rocket"),
+          "held-out": ("chelsea", "hubble_deep_field", "immunohistochemistry", "retina")}
+
+
+def photo(name: str, size: int) -> Image.Image:
+    """Centre square of a scikit-image photograph, resized to size x size."""
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
 
 
 def image_set(which: str, size: int, n: int) -> list[tuple[str, Image.Image]]:
-    """n images per kind: dev = seeds 0.., held-out = seeds 1000.. (disjoint)."""
+    """The set's photographs + n synthetic images per kind: dev = seeds 0.., held-out = seeds 1000.. (disjoint)."""
     base = 0 if which == "dev" else 1000
-    return [(f"{kind}{base + i}", make(size, size, base + i)) for kind, make in KINDS.items() for i in range(n)]
+    photos = [(name, photo(name, size)) for name in PHOTOS[which]]
+    synthetic = [(f"{kind}{base + i}", make(size, size, base + i)) for kind, make in KINDS.items() for i in range(n)]
+    return photos + synthetic
 
 
 # ----------------------------------------------------------------------------------------------- attacks
@@ -223,13 +240,29 @@ def ssim(a: Image.Image, b: Image.Image) -> float:
     return float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))[3:-3, 3:-3].mean())
 
 
+def visibility(a: Image.Image, b: Image.Image, block: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """CIEDE2000 difference of the mean colour of every block x block square, and a mask of the flat ones."""
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    x, y = np.asarray(a.convert("RGB"), np.float64) / 255, np.asarray(b.convert("RGB"), np.float64) / 255
+    h, w = x.shape[0] // block * block, x.shape[1] // block * block
+
+    def means(z: np.ndarray) -> np.ndarray:
+        return z[:h, :w].reshape(h // block, block, w // block, block, -1).mean(axis=(1, 3))
+
+    de = deltaE_ciede2000(rgb2lab(means(x)), rgb2lab(means(y)))
+    luma = np.asarray(a.convert("L"), np.float64)[:h, :w].reshape(h // block, block, w // block, block)
+    return de, luma.std(axis=(1, 3)) < 2
+
+
 # ---------------------------------------------------------------------------------------------------- runs
 
 
 def robustness(which: str, size: int, n: int, attacks: list[str]) -> None:
     images = image_set(which, size, n)
     label = "DEV set (tuned on these)" if which == "dev" else "HELD-OUT set (never tuned on)"
-    print(f"# {label}: {len(images)} images at {size}x{size} ({', '.join(KINDS)}; {n} each)\n")
+    print(f"# {label}: {len(images)} images at {size}x{size} ({', '.join(PHOTOS[which])}; "
+          f"{', '.join(KINDS)}: {n} each)\n")
     payloads = np.random.default_rng(7).integers(0, 2**48, len(images)).tolist()
     table: dict[str, dict[str, str]] = {}
     quality: dict[str, str] = {}
@@ -237,7 +270,7 @@ def robustness(which: str, size: int, n: int, attacks: list[str]) -> None:
         if method is None:
             quality[name] = "not installed"
             continue
-        marked, psnrs, ssims, t_embed = [], [], [], []
+        marked, psnrs, ssims, t_embed, flat_de = [], [], [], [], []
         for (_, image), payload in zip(images, payloads, strict=True):
             start = time.perf_counter()
             out = method.embed(image, payload)  # type: ignore[attr-defined]
@@ -245,6 +278,9 @@ def robustness(which: str, size: int, n: int, attacks: list[str]) -> None:
             marked.append(out)
             psnrs.append(psnr(image, out))
             ssims.append(ssim(image, out))
+            de, flat = visibility(image, out)
+            flat_de.append(de[flat])
+        flat_de = np.concatenate(flat_de)
         t_decode = []
         for attack in attacks:
             rng = np.random.default_rng(hash(attack) % 2**32)
@@ -259,7 +295,9 @@ def robustness(which: str, size: int, n: int, attacks: list[str]) -> None:
                 acc.append(0.5 if got is None else 1 - bin(got ^ payload).count("1") / 48)
             table.setdefault(attack, {})[name] = f"{ok / len(marked):.0%} / {np.mean(acc):.2f}"
         quality[name] = (f"PSNR {np.mean(psnrs):.1f} (min {min(psnrs):.1f}) dB, SSIM {np.mean(ssims):.3f} "
-                         f"(min {min(ssims):.3f}), embed {statistics.median(t_embed) * 1e3:.0f} ms, "
+                         f"(min {min(ssims):.3f}), flat-block dE00 mean {flat_de.mean():.2f} / p99 "
+                         f"{np.percentile(flat_de, 99):.2f} / max {flat_de.max():.2f} ({flat_de.size} blocks), "
+                         f"embed {statistics.median(t_embed) * 1e3:.0f} ms, "
                          f"decode {statistics.median(t_decode) * 1e3:.0f} ms (median)")
         print(f"{name}: {quality[name]}", flush=True)
     names = [name for name, _ in methods()]
@@ -276,21 +314,23 @@ def timing(size: int, repeats: int) -> None:
     images = [im for _, im in image_set("held-out", size, 1)]
     for label, attack in (("png", ATTACKS["png"]), ("jpeg75", ATTACKS["jpeg75"]), ("crop90", ATTACKS["crop90"]),
                           ("unmarked", None)):
-        t_e, t_d = [], []
+        t_e, t_d, c_e = [], [], []
         for image in images:
             for _ in range(repeats):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 marked = wm.embed(image, 123)
                 t_e.append(time.perf_counter() - start)
+                c_e.append(time.process_time() - cpu)
                 target = image if attack is None else attack(marked, np.random.default_rng(1))
                 start = time.perf_counter()
                 wm.decode(target)
                 t_d.append(time.perf_counter() - start)
-        print(f"provgen-wm/1 {size}px {label:9s} embed {statistics.median(t_e) * 1e3:5.0f} ms   "
+        print(f"provgen-wm/1 {size}px {label:9s} embed {statistics.median(t_e) * 1e3:5.0f} ms "
+              f"(CPU {statistics.median(c_e) * 1e3:3.0f} ms)   "
               f"decode {statistics.median(t_d) * 1e3:5.0f} ms (median of {len(t_d)})")
 
 
-def false_positives(n: int, seed: int) -> None:
+def false_positives(n: int, seed: int, budget_s: float = 0.0) -> None:
     """Decode n unmarked images (the held-out generators, crops, rescales, noise) with every provgen method."""
     rng = np.random.default_rng(seed)
     wm, grid = RobustWatermark(), GridWatermark()
@@ -313,6 +353,9 @@ def false_positives(n: int, seed: int) -> None:
             image = image.resize((max(40, int(image.width * f)), max(40, int(image.height * f))))
         hits["provgen-wm/1"] += wm.decode(image) is not None
         hits["provgen-grid/1"] += grid.decode(image) is not None
+        if budget_s and time.perf_counter() - start > budget_s:
+            n = i + 1
+            break
         if (i + 1) % 500 == 0:
             print(f"  {i + 1} images, {time.perf_counter() - start:.0f} s, false detections {hits}", flush=True)
     elapsed = time.perf_counter() - start
@@ -328,10 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attacks", default="", help="comma-separated subset of: " + ", ".join(ATTACKS))
     parser.add_argument("--timing", type=int, default=0, metavar="REPEATS", help="only the timing run")
     parser.add_argument("--fp", type=int, default=0, metavar="N", help="only the false-positive run on N images")
+    parser.add_argument("--fp-seconds", type=float, default=0.0, help="stop the false-positive run after this long")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.fp:
-        false_positives(args.fp, args.seed)
+        false_positives(args.fp, args.seed, args.fp_seconds)
     elif args.timing:
         timing(args.size, args.timing)
     else:

@@ -1,8 +1,9 @@
 """provgen.provenance.wm1: the default watermark ``provgen-wm/1`` (crop-, resize- and re-encoding-robust).
 
-scikit-image is not installed in this venv, so the "photographs" are synthetic and deterministic: a 1/f
-colour field (photo-like texture) and a scene (sky gradient, textured ground, flat blurred shapes). The
-robustness table over more images lives in benchmarks/watermark_robustness.py and docs/watermark.md.
+Images: two of scikit-image's bundled photographs (``skimage.data``, the dev extra; skipped without it) and
+deterministic synthetic ones: a 1/f colour field (photo-like texture), a scene (sky gradient, textured ground,
+flat blurred shapes) and a flat sky gradient (visibility). The robustness table over more images lives in
+benchmarks/watermark_robustness.py and docs/watermark.md.
 """
 
 from __future__ import annotations
@@ -56,6 +57,36 @@ def scene(width: int, height: int, seed: int = 0) -> Image.Image:
         x0, y0, r = rng.integers(0, width), rng.integers(0, height), rng.integers(width // 16, width // 4)
         draw.ellipse((int(x0), int(y0), int(x0 + r), int(y0 + r)), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
     return image.filter(ImageFilter.GaussianBlur(0.7))
+
+
+def sky(size: int) -> Image.Image:
+    """A clear-sky gradient: nothing masks a chroma change here."""
+    t = np.linspace(0, 1, size)[:, None, None]
+    img = np.repeat(np.array([90, 150, 230]) * (1 - t) + np.array([200, 220, 250]) * t, size, axis=1)
+    return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
+
+
+def photo(name: str, size: int) -> Image.Image:
+    """Centre square of a scikit-image photograph, resized to size x size."""
+    data = pytest.importorskip("skimage.data")
+    image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def flat_delta_e(a: Image.Image, b: Image.Image, block: int = 8) -> np.ndarray:
+    """CIEDE2000 difference of the mean colour of every flat (luma std < 2) block x block square."""
+    color = pytest.importorskip("skimage.color")
+    x, y = np.asarray(a, np.float64) / 255, np.asarray(b, np.float64) / 255
+    h, w = x.shape[0] // block * block, x.shape[1] // block * block
+
+    def means(z: np.ndarray) -> np.ndarray:
+        return z[:h, :w].reshape(h // block, block, w // block, block, -1).mean(axis=(1, 3))
+
+    de = color.deltaE_ciede2000(color.rgb2lab(means(x)), color.rgb2lab(means(y)))
+    luma = np.asarray(a.convert("L"), np.float64)[:h, :w].reshape(h // block, block, w // block, block)
+    return de[luma.std(axis=(1, 3)) < 2]
 
 
 def reencode(image: Image.Image, fmt: str, **options: object) -> Image.Image:
@@ -125,8 +156,37 @@ def test_block_size_rule() -> None:
 def test_invisible_by_the_numbers(marked: dict, name: str) -> None:
     original, image = marked[name]
     assert image.size == original.size and image.mode == "RGB"
-    assert 40.0 <= psnr(original, image) < 46  # the mark is there, and within budget
+    assert 40.0 <= psnr(original, image) < 50  # the mark is there, and within budget
     assert ssim(original, image) >= 0.98
+
+
+def test_invisible_on_a_flat_sky() -> None:
+    """No blocks or colour squares on flat areas: flat blocks move only part of the way (masking), and the
+    change is a smooth interpolation between block centres. Before: mean 0.81, max 6.5 CIEDE2000 at 1024 px."""
+    image = sky(512)
+    marked = WM.embed(image, PAYLOAD)
+    de = flat_delta_e(image, marked)
+    assert de.size > 3000 and de.mean() < 0.6 and np.percentile(de, 99) < 2.0 and de.max() < 3.0
+    assert payload_of(marked) == PAYLOAD
+    assert payload_of(reencode(marked, "JPEG", quality=75)) == PAYLOAD
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, tuple[Image.Image, Image.Image]]:
+    """(original, marked) scikit-image photographs at 768 x 768."""
+    out = {}
+    for name in ("astronaut", "coffee"):
+        image = photo(name, 768)
+        out[name] = (image, WM.embed(image, PAYLOAD))
+    return out
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_photographs(photos: dict, name: str) -> None:
+    original, image = photos[name]
+    assert psnr(original, image) >= 40.0 and ssim(original, image) >= 0.98
+    for attack in ("jpeg75", "crop80-odd", "resize0.75", "combo"):
+        assert payload_of(ATTACKS[attack](image)) == PAYLOAD, (name, attack)
 
 
 def test_deterministic_and_payload_dependent() -> None:
