@@ -162,6 +162,9 @@ def checkpoint_cmd(export_path: Path | None, cert: Path | None, key: Path | None
     identity = call_hook(get_plugin_manager(), "provide_signer", settings=settings)
     if identity is None:
         raise SigningError("no plugin provided a signing identity (hook `provide_signer`)")
+    if not hasattr(identity, "key_pem"):  # a RemoteSigningIdentity: checkpoints sign with a local key
+        raise SigningError(f"a checkpoint is signed with a local key, but the signing identity `{identity.source}` is "
+                           "remote; pass --cert and --key")
     registry = open_registry(settings.registry_url, upgrade="blank")
     try:
         record = registry.checkpoint(chain_pem=identity.chain_pem, key_pem=identity.key_pem, alg=identity.alg)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # heavy or circular imports only for type checkers
     from provgen.core.policy import PolicyDecision
     from provgen.core.request import GenerationRequest
     from provgen.provenance.keys import SigningIdentity
+    from provgen.provenance.remote_signing import RemoteSigningIdentity
 
 PROJECT = "provgen"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -260,13 +261,22 @@ def release_pipeline(context: GenerationContext) -> None:
 
 
 @hookspec(firstresult=True)
-def provide_signer(settings: Settings) -> SigningIdentity | None:
+def provide_signer(settings: Settings) -> SigningIdentity | RemoteSigningIdentity | None:
     """Provide the C2PA signing identity (certificate chain, key, algorithm). First non-``None`` wins.
 
     Called once per engine (and once per worker process), the first time an image is signed. The built-in
     ``local-signer`` plugin answers last: ``--cert/--key`` (``PROVGEN_CERT``/``PROVGEN_KEY``) when set,
     otherwise development keys under ``$PROVGEN_HOME/keys`` (created on first use).
 
+    For a key that must not enter this process (an HSM, a KMS, a signing service), return a
+    :class:`provgen.provenance.remote_signing.RemoteSigningIdentity`: the PEM chain and a
+    ``sign(data: bytes) -> bytes`` callable that asks the key holder (called from any signing thread, and in
+    forked workers). Before the first signature provgen checks the chain and asks ``sign`` for the signature
+    of a random challenge, verified with the leaf's public key; an exception raised by ``sign`` fails the
+    generation with a ``SigningError`` naming the identity's ``source``, and nothing is written.
+
     :param settings: resolved provgen settings.
-    :return: a :class:`provgen.provenance.keys.SigningIdentity`, or ``None`` to defer.
+    :return: a :class:`provgen.provenance.keys.SigningIdentity` (a local key),
+        a :class:`provgen.provenance.remote_signing.RemoteSigningIdentity` (a key held elsewhere),
+        or ``None`` to defer.
     """

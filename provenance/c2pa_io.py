@@ -22,6 +22,7 @@ import c2pa
 from provgen.core.errors import InputImageError, KeyConfigError, SigningError, ValidationError
 from provgen.provenance.certificates import certificate_problems
 from provgen.provenance.keys import SigningIdentity
+from provgen.provenance.remote_signing import RemoteSigningIdentity, check_remote_identity
 
 __all__ = [
     "TRAINED_ALGORITHMIC_MEDIA",
@@ -194,10 +195,18 @@ _LIVE: weakref.WeakSet[ManifestSigner] = weakref.WeakSet()
 
 class ManifestSigner:
     """Signs images with one identity. Thread-safe; safe to use across ``fork`` (native handles are re-made in
-    the child). Create once per process or worker and reuse; :meth:`close` (or ``with``) frees the handles."""
+    the child). Create once per process or worker and reuse; :meth:`close` (or ``with``) frees the handles.
+
+    A :class:`RemoteSigningIdentity` signs through c2pa's callback signer: its chain and key are checked
+    (:func:`check_remote_identity`) before the first signature in each process, and an exception raised by
+    its ``sign`` becomes a :class:`SigningError` naming the identity's ``source``."""
 
     def __init__(
-        self, identity: SigningIdentity, *, trust_anchors_pem: bytes = b"", tsa_url: str | None = None
+        self,
+        identity: SigningIdentity | RemoteSigningIdentity,
+        *,
+        trust_anchors_pem: bytes = b"",
+        tsa_url: str | None = None,
     ) -> None:
         self.identity = identity
         #: RFC 3161 timestamp authority c2pa asks to countersign each manifest (network access at signing time)
@@ -209,6 +218,7 @@ class ManifestSigner:
         self._context: c2pa.Context | None = None
         self._label_context: c2pa.Context | None = None
         self._closed = False
+        self._remote_error = threading.local()  # what the remote ``sign`` raised, per signing thread
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -227,9 +237,7 @@ class ManifestSigner:
                 raise SigningError("this ManifestSigner is closed; create a new one")
             if self._pid != pid:  # first use, or a forked child: the parent's handles are unusable here
                 try:
-                    tsa = self.tsa_url.encode() if self.tsa_url else None
-                    info = c2pa.C2paSignerInfo(self.identity.alg, self.identity.chain_pem, self.identity.key_pem, tsa)
-                    signer = c2pa.Signer.from_info(info)
+                    signer = self._make_signer()
                 except c2pa.C2paError as e:
                     raise self._signing_error(e) from None
                 self._signer = signer
@@ -239,6 +247,26 @@ class ManifestSigner:
                 self._pid = pid
             assert self._signer and self._context and self._label_context
             return self._signer, self._context, self._label_context
+
+    def _make_signer(self) -> c2pa.Signer:
+        identity = self.identity
+        if not isinstance(identity, RemoteSigningIdentity):
+            tsa = self.tsa_url.encode() if self.tsa_url else None
+            return c2pa.Signer.from_info(c2pa.C2paSignerInfo(identity.alg, identity.chain_pem, identity.key_pem, tsa))
+        check_remote_identity(identity)
+        remote_sign, failed = identity.sign, self._remote_error
+
+        def callback(data: bytes) -> bytes:
+            # c2pa-python only logs an exception raised here and reports a bare "COSE signature invalid";
+            # keep it for sign() and return no signature (c2pa then fails without logging)
+            try:
+                return bytes(remote_sign(data))
+            except Exception as e:
+                failed.error = e
+                return b""
+
+        alg = getattr(c2pa.C2paSigningAlg, identity.alg.upper())
+        return c2pa.Signer.from_callback(callback, alg, identity.chain_pem.decode("ascii", "replace"), self.tsa_url)
 
     def sign(
         self, image: bytes, mime: str, manifest: dict, ingredients: Sequence[Ingredient] = ()
@@ -252,12 +280,18 @@ class ManifestSigner:
             )
         signer, context, label_context = self._handles()
         out = io.BytesIO()
+        self._remote_error.error = None
         try:
             with c2pa.Builder(manifest, context=context) as builder:
                 for ing in ingredients:
                     _add_ingredient(builder, ing, context)
                 store = builder.sign(signer, mime, io.BytesIO(image), out)
         except c2pa.C2paError as e:
+            remote = self._remote_error.error
+            self._remote_error.error = None
+            if remote is not None:
+                text = f"{type(remote).__name__}: {remote}" if str(remote) else type(remote).__name__
+                raise SigningError(f"the remote signer `{self.identity.source}` failed: {text}") from remote
             raise self._signing_error(e, mime) from None
         data = out.getvalue()
         reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, label_context)
@@ -281,7 +315,7 @@ class ManifestSigner:
                 f"request ({text}); check the URL and the network, or unset PROVGEN_TSA_URL to sign without one"
             )
         if isinstance(e, c2pa.C2paError.Signature) or "signingCredential" in text:
-            problems = certificate_problems(self.identity.chain_pem, self.identity.key_pem)
+            problems = certificate_problems(self.identity.chain_pem, getattr(self.identity, "key_pem", None))
             why = "; ".join(problems) if problems else text
             return SigningError(f"C2PA signing with certificate `{self.identity.source}` failed: {why}")
         if "ingredient" in text.lower() or "assertion" in text or isinstance(e, c2pa.C2paError.Json):
