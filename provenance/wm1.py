@@ -6,17 +6,18 @@ benchmarks/watermark_robustness.py.
 How it works
 ------------
 * **Blocks and tiles.** The image is cut into square blocks of ``beta`` px: 48 blocks across the shorter side
-  from 384 px up (so a plain resize keeps the grid: the decoder's first guess is exact), 8 px blocks between
-  128 and 384 px, and one tile across below 128 px (:func:`block_size`). Block ``(i, j)`` belongs to tile class
-  ``(i mod 16, j mod 16)``; every 16 x 16 tile of blocks repeats the same layout, so any window of 16 x 16
-  blocks (any crop that keeps >= 80% of a >= 384 px image holds at least one) contains every class.
+  from 768 px up (so a plain resize keeps the grid: the decoder's first guess is exact), 16 px blocks between
+  256 and 768 px (one 4:2:0 JPEG MCU), and one tile across below 256 px (:func:`block_size`). Block ``(i, j)``
+  belongs to tile class ``(i mod 16, j mod 16)``; every 16 x 16 tile of blocks repeats the same layout, so any
+  window of 16 x 16 blocks (any crop that keeps >= 80% of a >= 384 px image holds at least one) contains every
+  class; below that a crop loses part of the payload.
 * **Slots and codeword.** Each class carries two slots, the mean Cb and the mean Cr of its blocks (JFIF YCbCr):
   512 slots. ``payload`` (48 bits) + a keyed CRC-32 (32 check bits) = 80 bits, convolutionally encoded (rate
   1/2, K=7, the code of :mod:`provgen.provenance.watermark`) into 172 coded bits, XORed with a keyed whitening
   sequence and spread by a keyed permutation over the 512 slots (about 3 slots per coded bit).
 * **Embedding (distortion-compensated QIM with a keyed dither).** Each block's Cb/Cr mean is aimed at the
   nearest point of a lattice of step ``strength`` (4.6 levels) offset by a keyed per-slot dither and by +/-
-  step/4 for a 1 or 0 bit. Perceptual masking: a block moves only a fraction of the way, _FLOOR (0.5) on flat
+  step/4 for a 1 or 0 bit. Perceptual masking: a block moves only a fraction of the way, _floor() on flat
   blocks rising to 1 on textured ones (mean luma + chroma gradient of a 4x reduced copy, full at _TEXTURE);
   the decoder reads the lattice and needs no side information (the shortfall is self-noise the repetition
   averages out). The change is not a bump per block but a smooth cosine interpolation between block centres,
@@ -88,7 +89,8 @@ _PER_SIDE = 48.0  # blocks across the shorter side of large images
 _T = 16  # tile side, in blocks: the bit layout repeats every T x T blocks
 _CHANNELS = (1, 2)  # rows of _RGB2YCC that carry the mark: Cb, Cr
 _CHECK_BITS = 32
-_FLOOR = 0.5  # QIM move fraction on flat blocks (distortion-compensated QIM; 1 on textured blocks)
+_FLOOR = 0.5  # QIM move fraction on flat blocks of large images (distortion-compensated QIM; 1 on textured blocks)
+_MAX_BLOCK = 16.0  # px: block side cap between 256 and 768 px (one 4:2:0 JPEG chroma DCT block: its DC is the mean)
 _TEXTURE = 12.0  # luma + chroma gradient (levels per 4 px) from which a block counts as fully textured
 _A = 8  # decode: box-mean samples per block side (phase resolution 1/_A of a block)
 _LUT = 256  # phasor lookup table size
@@ -107,9 +109,18 @@ _CLIP_FRACTION = 0.002  # ... run only when more than this fraction of the value
 def block_size(min_side: float) -> float:
     """Block side (px) used to mark an image whose shorter side is ``min_side`` px.
 
-    48 blocks across the shorter side from 384 px up (relative: a plain resize keeps the grid), 8 px blocks
-    between 128 and 384 px, and one tile (16 blocks) across below 128 px."""
-    return max(min_side / _PER_SIDE, min(8.0, min_side / 16.0))
+    48 blocks across the shorter side from 768 px up (relative: a plain resize keeps the grid), 16 px blocks
+    between 256 and 768 px (aligned with the 16 px MCUs of 4:2:0 JPEG, whose chroma DC is exactly the block
+    mean), and one tile (16 blocks) across below 256 px."""
+    return max(min_side / _PER_SIDE, min(_MAX_BLOCK, min_side / _T))
+
+
+def _floor(min_side: float) -> float:
+    """QIM move fraction of flat blocks: _FLOOR with >= 32 blocks across (>= 512 px), rising to 1 with 16
+    (one tile, <= 256 px). Fewer blocks means fewer repetitions of every slot, so less self-noise is averaged
+    out; small images are also seen smaller, so the stronger change is less visible."""
+    blocks = min_side / block_size(min_side)
+    return min(1.0, max(_FLOOR, _FLOOR + (1 - _FLOOR) * (2 * _T - blocks) / _T))
 
 
 def _stream(key: int, label: str, n: int) -> np.ndarray:
@@ -280,7 +291,7 @@ class RobustWatermark:
         target = q + self._delta * np.round((means - q) / self._delta)
         # distortion-compensated QIM: flat blocks move only part of the way (the decoder reads the lattice and
         # needs no side information; the rest of the way is self-noise that the repetition averages out)
-        target = means + (target - means) * _masking(rgb, ay, ax)[None]
+        target = means + (target - means) * _masking(rgb, ay, ax, _floor(min(h, w)))[None]
         inv = _YCC2RGB[:, list(_CHANNELS)]  # (3, nc)
         change = np.tensordot(target - means, inv, axes=([0], [1]))  # (nby, nbx, 3) RGB
         change *= self._distortion_scale(change, ay, ax)
@@ -358,7 +369,7 @@ class RobustWatermark:
             zs = self._folds(integ, b0, 0.0, 0.0, _A, gains)
             if zs is None:
                 return None
-            stat = np.abs(zs).sum(axis=(1, 2, 4))  # (gains, A, A)
+            stat = _coherence(zs)  # (gains, A, A)
             for flat in np.argsort(stat, axis=None)[::-1][:_CANDIDATES]:
                 g, py, px = np.unravel_index(flat, stat.shape)
                 if (gains[g], py, px) in tried:
@@ -368,12 +379,12 @@ class RobustWatermark:
                 if found is not None:
                     return found
         # 2) search the block size on a coarse grid, rank (size, gain, phase) by phase contrast, refine the best
-        ranked = [(float(stat.max() / stat.mean()), b0, *np.unravel_index(np.argmax(stat), stat.shape))]
+        ranked = [(float(stat.max() / max(stat.mean(), 1e-9)), b0, *np.unravel_index(np.argmax(stat), stat.shape))]
         for beta in _coarse(betas):
             zs = self._folds(integ, beta / k, 0.0, 0.0, _A, (1.0,))
             if zs is not None:
-                stat = np.abs(zs).sum(axis=(1, 2, 4))
-                ranked.append((float(stat.max() / stat.mean()), beta / k,
+                stat = _coherence(zs)
+                ranked.append((float(stat.max() / max(stat.mean(), 1e-9)), beta / k,
                                *np.unravel_index(np.argmax(stat), stat.shape)))
         ranked = [(r, b, _GAINS[g] if i == 0 else 1.0, py, px) for i, (r, b, g, py, px) in enumerate(ranked)]
         ranked.sort(key=lambda r: -r[0])
@@ -391,13 +402,13 @@ class RobustWatermark:
 
         def fold(bb: float, y: float, x: float) -> tuple[float, np.ndarray | None]:
             z = self._folds(integ, bb, y, x, 1, (gain,))
-            return (-1.0, None) if z is None else (float(np.abs(z).sum()), z[0, :, :, 0, :, 0])
+            return (-1.0, None) if z is None else (float(_coherence(z).sum()), z[0, :, :, 0, :, 0])
 
         best = fold(b, oy, ox)
         for g in _GAINS[1:]:
             got = self._folds(integ, b, oy, ox, 1, (g,))
-            if got is not None and float(np.abs(got).sum()) > best[0]:
-                best, gain = (float(np.abs(got).sum()), got[0, :, :, 0, :, 0]), g
+            if got is not None and float(_coherence(got).sum()) > best[0]:
+                best, gain = (float(_coherence(got).sum()), got[0, :, :, 0, :, 0]), g
         for scale in (0.99, 1.01, 0.995, 1.005):
             # keep the window centre aligned while the block size changes
             cy = (integ[0].shape[0] - 1) / 2
@@ -465,8 +476,8 @@ class RobustWatermark:
         return None
 
 
-def _masking(rgb: Image.Image, ay: _Axis, ax: _Axis) -> np.ndarray:
-    """(nby, nbx) fraction of the QIM move each block makes: _FLOOR on flat blocks, 1 on textured ones.
+def _masking(rgb: Image.Image, ay: _Axis, ax: _Axis, floor: float) -> np.ndarray:
+    """(nby, nbx) fraction of the QIM move each block makes: floor on flat blocks, 1 on textured ones.
 
     Texture is the mean luma + chroma gradient of a 4x box-reduced copy (levels per 4 px), per block."""
     k = 4
@@ -479,7 +490,15 @@ def _masking(rgb: Image.Image, ay: _Axis, ax: _Axis) -> np.ndarray:
     nby, nbx = int(ay.block[-1]) + 1, int(ax.block[-1]) + 1
     flat = by[:, None] * nbx + bx[None, :]
     act = np.bincount(flat.ravel(), g.ravel(), nby * nbx) / np.maximum(np.bincount(flat.ravel(), None, nby * nbx), 1)
-    return (_FLOOR + (1 - _FLOOR) * np.minimum(1.0, act / _TEXTURE)).reshape(nby, nbx)
+    return (floor + (1 - floor) * np.minimum(1.0, act / _TEXTURE)).reshape(nby, nbx)
+
+
+def _coherence(zs: np.ndarray) -> np.ndarray:
+    """(gains, a, a) sync statistic of folded phasors zs (gains, nc, T, a, T, a): sum over classes of |class sum|
+    after removing the phasor common to all classes of a channel. The dither makes the classes' phases
+    independent at the right sync, so that mean is ~0 there; on a flat image every block has the same mean at
+    any block size and phase, and without the subtraction every hypothesis would look coherent."""
+    return np.abs(zs - zs.mean(axis=(2, 4), keepdims=True)).sum(axis=(1, 2, 4))
 
 
 def _viterbi_scores(soft: np.ndarray) -> np.ndarray:

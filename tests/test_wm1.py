@@ -148,8 +148,25 @@ def test_contract_and_default() -> None:
 
 
 def test_block_size_rule() -> None:
-    """Relative (48 blocks across the shorter side) from 384 px up, 8 px blocks below, one tile under 128 px."""
-    assert block_size(1536) == 32 and block_size(480) == 10 and block_size(256) == 8 and block_size(64) == 4
+    """Relative (48 blocks across the shorter side) from 768 px up, 16 px blocks (one 4:2:0 JPEG MCU) from 256
+    to 768 px, one tile (16 blocks) across below 256 px."""
+    assert block_size(1536) == 32 and block_size(1024) == 1024 / 48 and block_size(768) == 16
+    assert block_size(512) == 16 and block_size(256) == 16 and block_size(192) == 12 and block_size(64) == 4
+
+
+@pytest.mark.parametrize("size", [256, 512])
+@pytest.mark.parametrize("kind", ["noise", "flat"])
+def test_small_images_survive_jpeg75(size: int, kind: str) -> None:
+    """Colour noise (like a tiny random diffusion model's output) and a flat colour, JPEG 75 4:2:0: both failed
+    at 256 px with 8 px blocks and half-way moves on flat blocks."""
+    rng = np.random.default_rng(size)
+    if kind == "noise":
+        image = Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    else:
+        image = Image.new("RGB", (size, size), (90, 140, 220))
+    marked = WM.embed(image, PAYLOAD)
+    assert psnr(image, marked) >= 40.0
+    assert payload_of(reencode(marked, "JPEG", quality=75)) == PAYLOAD
 
 
 @pytest.mark.parametrize("name", ["pink", "scene"])
