@@ -116,6 +116,8 @@ def _resolve(registry: Registry, target: str, settings: Settings) -> tuple[str, 
             methods=methods,
             trust_anchors_pem=trust_anchors_pem(settings),
             max_distance=settings.fingerprint_max_distance,
+            max_phash=settings.fingerprint_max_phash,
+            max_dhash=settings.fingerprint_max_dhash,
         )
         if report.asset_id is None:
             why = f" ({report.error})" if report.error else ""

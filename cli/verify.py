@@ -56,6 +56,8 @@ def verify(files: tuple[Path, ...], no_record: bool, reattach_to: Path | None, a
                 methods=methods,
                 trust_anchors_pem=anchors,
                 max_distance=settings.fingerprint_max_distance,
+                max_phash=settings.fingerprint_max_phash,
+                max_dhash=settings.fingerprint_max_dhash,
             )
             for path in files
         ]

@@ -46,8 +46,12 @@ class Settings:
     default_model: str | None = DEFAULT_MODEL
     #: watermark method name used for new images
     watermark_method: str = "provgen-wm/1"
-    #: the largest pHash Hamming distance accepted as a fingerprint match (64-bit pHash)
-    fingerprint_max_distance: int = 8
+    #: fingerprint match thresholds (Hamming distances of 64-bit hashes), from benchmarks/fingerprint_calibration.py:
+    #: a record with a dHash matches with pHash <= fingerprint_max_phash and dHash <= fingerprint_max_dhash; one
+    #: without (registered before dHashes were kept) with pHash <= fingerprint_max_distance
+    fingerprint_max_distance: int = 7
+    fingerprint_max_phash: int = 14
+    fingerprint_max_dhash: int = 13
     #: RFC 3161 timestamp authority asked to countersign every manifest (``PROVGEN_TSA_URL``); ``None`` = none
     tsa_url: str | None = None
     #: the ``cawg.training-mining`` assertion (``PROVGEN_TRAINING_MINING``; see provenance/training_mining.py)

@@ -1,10 +1,15 @@
-"""Perceptual fingerprint: 64-bit pHash (imagehash), stored as 16 hex characters."""
+"""Perceptual fingerprints: 64-bit pHash and dHash (imagehash), each stored as 16 hex characters.
+
+The pHash finds candidates (it is indexed in the registry); the dHash, a different hash of the same
+luminance, confirms them. ``benchmarks/fingerprint_calibration.py`` measures both on edited copies and on
+distinct images and chose the thresholds in ``provgen.core.config``.
+"""
 
 from __future__ import annotations
 
 from PIL import Image
 
-__all__ = ["phash", "hamming"]
+__all__ = ["phash", "dhash", "hamming"]
 
 
 def phash(image: Image.Image) -> str:
@@ -12,6 +17,14 @@ def phash(image: Image.Image) -> str:
     import imagehash  # imported lazily: it pulls in scipy
 
     return str(imagehash.phash(image.convert("RGB")))
+
+
+def dhash(image: Image.Image) -> str:
+    """Difference hash (imagehash's dHash, 8x8 = 64 bits: is each pixel brighter than its right neighbour on a
+    9x8 reduction) as 16 hex characters."""
+    import imagehash
+
+    return str(imagehash.dhash(image.convert("RGB")))
 
 
 def hamming(a: str, b: str) -> int:

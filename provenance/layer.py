@@ -29,7 +29,7 @@ from provgen.core.errors import PluginHookError, SigningError, ValidationError
 from provgen.core.plugins import call_hook, plugin_versions
 from provgen.core.registries import Registered, get_watermark_method, resolve_postprocessors
 from provgen.core.result import GeneratedImage, GenerationResult
-from provgen.provenance.fingerprint import phash
+from provgen.provenance.fingerprint import dhash, phash
 
 if TYPE_CHECKING:
     import pluggy
@@ -59,6 +59,7 @@ class _Prepared:
     manifest_store: bytes
     width: int
     height: int
+    dhash: str
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
@@ -170,7 +171,7 @@ class ProvenanceLayer:
             t0 = time.perf_counter()
             marked = _embed(marker, image, watermark_id)
             t1 = time.perf_counter()
-            fingerprint = phash(marked)
+            fingerprint, second = phash(marked), dhash(marked)
             t2 = time.perf_counter()
             encoded = encode_image(marked, request.format, request.quality)
             t3 = time.perf_counter()
@@ -212,6 +213,7 @@ class ProvenanceLayer:
                     signed.manifest_store,
                     marked.width,
                     marked.height,
+                    second,
                 )
             )
         timings.update(stage)
@@ -330,7 +332,7 @@ class ProvenanceLayer:
         prepared: list[_Prepared],
         ingredients: list[Ingredient],
     ) -> list[Path]:
-        from provgen.provenance.registry import Asset, Generation, LineageEdge
+        from provgen.provenance.registry import Asset, Fingerprint, Generation, LineageEdge
 
         request = context.request
         out_dir = Path(request.output_dir).expanduser().resolve()
@@ -395,6 +397,7 @@ class ProvenanceLayer:
                         for p, final in zip(prepared, finals, strict=True)
                     ]
                 )
+                session.add_all([Fingerprint(asset_id=p.asset_id, kind="dhash", value=p.dhash) for p in prepared])
                 for ingredient in ingredients:  # inputs become assets (or are found) and lineage edges
                     parent = self.registry.record_input(session, data=ingredient.data, path=ingredient.source)
                     session.flush()  # the input row before the edges that point at it

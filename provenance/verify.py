@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from provgen.provenance.fingerprint import hamming, phash
+from provgen.core.config import Settings
+from provgen.provenance.fingerprint import dhash, hamming, phash
 
 if TYPE_CHECKING:
     from provgen.provenance.registry import Asset, Registry
+    from provgen.provenance.registry.store import FingerprintMatch
     from provgen.provenance.watermark import WatermarkMethod
 
 __all__ = ["VerifyReport", "verify_file", "verify_bytes", "VERDICTS"]
@@ -71,7 +73,11 @@ def verify_file(path: Path, **kwargs: Any) -> VerifyReport:
 
 
 def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[WatermarkMethod],
-                 trust_anchors_pem: bytes, max_distance: int) -> VerifyReport:
+                 trust_anchors_pem: bytes, max_distance: int, max_phash: int | None = None,
+                 max_dhash: int | None = None) -> VerifyReport:
+    """Verify the file ``data``. Fingerprint matches: pHash within ``max_phash`` and dHash within ``max_dhash``
+    for records that have a dHash, pHash within ``max_distance`` for those that do not (defaults: the
+    calibrated ``Settings`` values)."""
     from provgen.provenance.c2pa_io import read_credentials
 
     report = VerifyReport(path=path, sha256=hashlib.sha256(data).hexdigest())
@@ -93,15 +99,23 @@ def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[Wa
             report.watermark = {"found": True, "id": f"{reading.payload:012x}", "method": reading.method,
                                 "confidence": round(reading.confidence, 4)}
             break
-    fingerprint = phash(image)
-    report.fingerprint = {"phash": fingerprint}
-
-    asset, match, distance = _find_record(registry, report, credentials.label, reading, fingerprint, max_distance)
+    fingerprint, second = phash(image), dhash(image)
+    report.fingerprint = {"phash": fingerprint, "dhash": second}
+    defaults = Settings.__dataclass_fields__
+    rule = (
+        max_distance,
+        max_phash if max_phash is not None else defaults["fingerprint_max_phash"].default,
+        max_dhash if max_dhash is not None else defaults["fingerprint_max_dhash"].default,
+    )
+    asset, match, nearest = _find_record(registry, report, credentials.label, reading, fingerprint, second, rule)
     if asset is not None:
         report.asset_id, report.generation_id, report.match = asset.id, asset.generation_id, match
         report.sha256_match = asset.sha256 == report.sha256
         report.fingerprint["record_phash"] = asset.phash
-        report.fingerprint["distance"] = distance if distance is not None else hamming(fingerprint, asset.phash)
+        report.fingerprint["distance"] = hamming(fingerprint, asset.phash) if asset.phash else None
+        if nearest is not None:  # found by fingerprint: the dHash that confirmed it (None: pHash alone)
+            report.fingerprint["record_dhash"] = nearest.record_dhash
+            report.fingerprint["dhash_distance"] = nearest.dhash_distance
         report.record = registry.asset_summary(asset)
     report.verdict = _verdict(credentials.state, match, report.sha256_match)
     return report
@@ -119,7 +133,7 @@ def _decode(data: bytes) -> tuple[Image.Image | None, str | None, str | None]:
 
 
 def _find_record(registry: Registry, report: VerifyReport, label: str | None, reading: Any, fingerprint: str,
-                 max_distance: int) -> tuple[Asset | None, str | None, int | None]:
+                 second: str, rule: tuple[int, int, int]) -> tuple[Asset | None, str | None, FingerprintMatch | None]:
     if label:
         asset = registry.find_by_manifest_label(label)
         if asset is not None:
@@ -131,9 +145,12 @@ def _find_record(registry: Registry, report: VerifyReport, label: str | None, re
         asset = registry.find_by_watermark(reading.payload)
         if asset is not None:
             return asset, "watermark", None
-    nearest = registry.nearest_fingerprint(fingerprint, max_distance)
+    alone, max_phash, max_dhash = rule
+    nearest = registry.match_fingerprint(
+        fingerprint, second, max_phash=max_phash, max_dhash=max_dhash, max_phash_alone=alone
+    )
     if nearest is not None:
-        return nearest[0], "fingerprint", nearest[1]
+        return nearest.asset, "fingerprint", nearest
     return None, None, None
 
 

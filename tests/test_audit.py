@@ -16,7 +16,7 @@ from sqlalchemy import text
 from provgen.cli.main import cli
 from provgen.core.errors import RegistryError, ValidationError
 from provgen.provenance.keys import ensure_dev_keys, load_dev_identity
-from provgen.provenance.registry import LineageEdge, Registry, audit, open_registry
+from provgen.provenance.registry import Fingerprint, LineageEdge, Registry, audit, open_registry
 from provgen.provenance.registry.checkpoints import from_export, to_export
 from tests.test_registry import make_generation
 
@@ -172,6 +172,8 @@ def test_raw_row_hashing_equals_the_orm_row_hash_for_every_audited_table(registr
     registry.record_refusal(
         plugin="blocklist", reason="blocked word", prompt="ünïcode", request={"a": [1, 2.5, None]}, requester="r"
     )
+    with registry.transaction() as session:
+        session.add(Fingerprint(asset_id=generation.assets[0].id, kind="dhash", value="00ff00ff00ff00ff"))
     with registry.engine.connect() as conn:
         for record_type, table in audit._TABLES.items():
             hasher, ordered = audit._RawRecordHasher(conn, record_type), table.select().order_by(table.c.id)

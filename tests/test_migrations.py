@@ -65,6 +65,13 @@ EXPECTED = {
         "manifest_label": (str, True, 255),
         "manifest_store": (bytes, True, None),
     },
+    "fingerprints": {
+        "id": (str, False, 32),
+        "created_at": (datetime, False, None),
+        "asset_id": (str, False, 32),
+        "kind": (str, False, 16),
+        "value": (str, False, 64),
+    },
     "lineage_edges": {
         "id": (str, False, 32),
         "created_at": (datetime, False, None),
@@ -129,6 +136,7 @@ EXPECTED_INDEXES = {
         ("ix_assets_sha256", ("sha256",), True),
         ("ix_assets_watermark_id", ("watermark_id",), True),
     },
+    "fingerprints": {("ix_fingerprints_asset_id", ("asset_id",), False)},
     "lineage_edges": {
         ("ix_lineage_edges_parent_id", ("parent_id",), False),
         ("ix_lineage_edges_child_id", ("child_id",), False),
@@ -153,6 +161,7 @@ EXPECTED_UNIQUES = {
     "lineage_edges": {("uq_lineage_edges_parent_id_child_id_role", ("parent_id", "child_id", "role"))},
     "verifications": set(),
     "refusals": set(),
+    "fingerprints": {("uq_fingerprints_asset_id_kind", ("asset_id", "kind"))},
     "audit_log": {("uq_audit_log_entry_hash", ("entry_hash",))},
     "checkpoints": set(),
 }

@@ -149,5 +149,6 @@ def test_expiry_warning_wording(tmp_path: Path, days: int) -> None:
     identity = load_identity(files["signer.pem"], files["signer.key"])
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400 - days)
     warning = expiry_warning(identity, now=later)
-    assert warning is not None and ("has expired" in warning if days < 0 else f"expires in {days - 1} day(s)" in warning)
+    expected = "has expired" if days < 0 else f"expires in {days - 1} day(s)"
+    assert warning is not None and expected in warning
     assert expiry_warning(identity) is None

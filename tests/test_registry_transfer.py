@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text
 
 from provgen.cli.main import cli
 from provgen.core.errors import RegistryError
-from provgen.provenance.registry import Asset, Generation, Registry, open_registry
+from provgen.provenance.registry import Asset, Fingerprint, Generation, Registry, head_revision, open_registry
 from provgen.provenance.registry.transfer import FORMAT, RECORD_TYPES, export_jsonl, import_jsonl
 from tests.conftest import fresh_postgres_database
 from tests.test_audit import _fill, _identity
@@ -79,6 +79,8 @@ def fill(registry: Registry, tmp_path: Path) -> dict[str, str]:
     )
     registry.record_refusal(plugin="blocklist", reason="blocked term: x", prompt="an x", requester="mallory",
                             request={"prompt": "an x", "seed": None})
+    with registry.transaction() as session:
+        session.add(Fingerprint(asset_id=ids["asset0"], kind="dhash", value="0123456789abcdef"))
     return ids
 
 
@@ -93,9 +95,9 @@ def test_export_import_export_is_identical(db_url, tmp_path):
         first = export_text(source, batch=3)  # small batches: partitions and flushes are exercised
     lines = [json.loads(line) for line in first.splitlines()]
     header = lines[0]
-    assert header["type"] == "header" and header["format"] == FORMAT and header["schema_revision"] == "0003"
-    assert header["counts"] == {"generation": 1, "asset": 4, "edge": 1, "verification": 2, "refusal": 1, "audit": 10,
-                                "checkpoint": 1}
+    assert header["type"] == "header" and header["format"] == FORMAT and header["schema_revision"] == head_revision()
+    assert header["counts"] == {"generation": 1, "asset": 4, "edge": 1, "verification": 2, "refusal": 1,
+                                "fingerprint": 1, "audit": 11, "checkpoint": 1}
     assert header["head"] == {"seq": original.head_seq, "entry_hash": original.head_hash}
     assert [line["type"] for line in lines[1:4]] == ["audit", "generation", "audit"]  # entry, then its record
     [asset] = [line for line in lines if line["type"] == "asset" and line["path"] == "/moved/there.png"]
@@ -120,7 +122,7 @@ def test_export_import_export_is_identical(db_url, tmp_path):
         # the same file again: nothing new, nothing changed
         before = state(copy)
         again = import_text(copy, first)
-        assert sum(again.inserted.values()) == 0 and again.entries_known == 10 and state(copy) == before
+        assert sum(again.inserted.values()) == 0 and again.entries_known == 11 and state(copy) == before
 
 
 @pytest.mark.postgres
@@ -151,7 +153,7 @@ def test_newer_export_of_the_same_registry_adds_what_is_new(db_url, tmp_path):
         newer = export_text(source)
         result = import_text(copy, newer)
         assert result.inserted["generation"] == 1 and result.inserted["asset"] == 1
-        assert result.updated["asset"] == 1 and result.previous_head_seq == 10 and result.entries_known == 10
+        assert result.updated["asset"] == 1 and result.previous_head_seq == 11 and result.entries_known == 11
         assert copy.get_asset(ids["asset1"]).path == "/moved/again.png"
         assert without_time(export_text(copy)) == without_time(newer)
         assert copy.verify_chain().head_hash == source.verify_chain().head_hash
@@ -194,7 +196,7 @@ def test_corrupt_truncated_or_foreign_files_are_refused(db_url, exported):
         refused(target, exported.replace(FORMAT, "provgen-registry/9", 1), r"provgen-registry/9 export")
         refused(
             target,
-            exported.replace('"schema_revision":"0003"', '"schema_revision":"0001"', 1),
+            exported.replace(f'"schema_revision":"{head_revision()}"', '"schema_revision":"0001"', 1),
             r"schema revision '0001'",
         )
         line = json.loads(lines[4])

@@ -48,6 +48,8 @@ __all__ = [
     "AuditEntry",
     "Checkpoint",
     "AUDITED",
+    "FINGERPRINT_KINDS",
+    "Fingerprint",
     "UTCDateTime",
     "new_id",
     "utcnow",
@@ -377,6 +379,47 @@ class Refusal(Base):
         return f"Refusal(id={self.id!r}, plugin={self.plugin!r}, requester={self.requester!r})"
 
 
+#: the fingerprint kinds an asset may have besides its pHash (which lives on the asset row, in indexed bands)
+FINGERPRINT_KINDS = ("dhash",)
+
+
+class Fingerprint(Base):
+    """A further perceptual hash of an asset: ``dhash`` (imagehash's 64-bit difference hash, 16 hex digits).
+
+    Verification confirms a pHash candidate with it (see ``Registry.match_fingerprint``). It lives in its own
+    table, not on the asset row, so that adding a hash kind never changes an audited asset record; assets
+    registered before this table simply have none.
+    """
+
+    __tablename__ = "fingerprints"
+    __table_args__ = (UniqueConstraint("asset_id", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(64))
+    #: not loaded (lazy="raise"); it tells the unit of work to insert the asset before its fingerprints
+    asset: Mapped[Asset] = relationship(lazy="raise")
+
+    @validates("id")
+    def _validate_id(self, key: str, value: str) -> str:
+        return _check_hex(f"fingerprint.{key}", value, 32)
+
+    @validates("kind")
+    def _validate_kind(self, key: str, value: str) -> str:
+        if value not in FINGERPRINT_KINDS:
+            raise ValidationError(f"fingerprint.{key}", f"must be one of {', '.join(FINGERPRINT_KINDS)}, got {value!r}")
+        return value
+
+    @validates("value")
+    def _validate_value(self, key: str, value: str) -> str:
+        return _check_hex(f"fingerprint.{key}", value, 16)
+
+    def __repr__(self) -> str:
+        return f"Fingerprint(asset_id={self.asset_id!r}, kind={self.kind!r}, value={self.value!r})"
+
+
 class AuditEntry(Base):
     """One entry of the append-only audit log, a hash chain over every record written.
 
@@ -426,4 +469,5 @@ AUDITED: dict[str, type[Base]] = {
     "edge": LineageEdge,
     "verification": Verification,
     "refusal": Refusal,
+    "fingerprint": Fingerprint,
 }

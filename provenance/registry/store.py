@@ -22,6 +22,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -37,6 +38,7 @@ from provgen.provenance.registry.models import (
     WATERMARK_BITS,
     Asset,
     Base,
+    Fingerprint,
     Generation,
     LineageEdge,
     Verification,
@@ -44,7 +46,7 @@ from provgen.provenance.registry.models import (
     phash_bands,
 )
 
-__all__ = ["Registry", "open_registry"]
+__all__ = ["Registry", "open_registry", "FingerprintMatch"]
 
 _HEX_PREFIX = re.compile(r"[0-9a-f]{8,32}")
 _PHASH = re.compile(r"[0-9a-f]{16}")
@@ -304,6 +306,63 @@ class Registry:
 
         return self.read("searching perceptual hashes in the registry", search, streamed=candidates is None)
 
+    def match_fingerprint(
+        self, phash: str, dhash: str | None, *, max_phash: int, max_dhash: int, max_phash_alone: int
+    ) -> FingerprintMatch | None:
+        """The asset an edited copy most likely comes from, by perceptual hashes (see ``fingerprint_calibration``).
+
+        A record with a stored dHash matches when its pHash is within ``max_phash`` and its dHash within
+        ``max_dhash`` of the given ones; a record without one (registered before dHashes were kept), or a query
+        without ``dhash``, only when its pHash is within ``max_phash_alone``. The closest pHash wins, then the
+        closest dHash, then the newest asset. Candidates come from the pHash band index (no scan up to 15).
+        """
+        target = phash.lower() if isinstance(phash, str) else ""
+        if not _PHASH.fullmatch(target):
+            raise ValidationError("phash", f"must be 16 hex characters (a 64-bit pHash), got {phash!r}")
+        if dhash is not None and not _PHASH.fullmatch(dhash.lower()):
+            raise ValidationError("dhash", f"must be 16 hex characters (a 64-bit dHash), got {dhash!r}")
+        for name, value in (("max_phash", max_phash), ("max_dhash", max_dhash), ("max_phash_alone", max_phash_alone)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+                raise ValidationError(name, f"must be an integer in 0..64, got {value!r}")
+        widest = max(max_phash if dhash is not None else 0, max_phash_alone)
+        wanted, second = int(target, 16), int(dhash, 16) if dhash is not None else None
+        stmt = select(Asset.id, Asset.phash, Asset.created_at).where(Asset.phash.is_not(None))
+        candidates = _band_filter(target, widest, array=self.engine.dialect.name == "postgresql")
+        stmt = stmt.where(candidates) if candidates is not None else stmt.execution_options(yield_per=10_000)
+
+        def search(session: Session) -> FingerprintMatch | None:
+            near = {}
+            for asset_id, asset_phash, created_at in session.execute(stmt):
+                distance = (int(asset_phash, 16) ^ wanted).bit_count()
+                if distance <= widest:
+                    near[asset_id] = (distance, created_at)
+            if not near:
+                return None
+            stored: dict[str, str] = {}
+            if second is not None:
+                for chunk in _chunks(sorted(near), _IN_CHUNK):
+                    rows = session.execute(
+                        select(Fingerprint.asset_id, Fingerprint.value).where(
+                            Fingerprint.kind == "dhash", Fingerprint.asset_id.in_(chunk)
+                        )
+                    )
+                    stored.update((asset_id, value) for asset_id, value in rows)
+            ranked = []
+            for asset_id, (distance, created_at) in near.items():
+                if asset_id in stored and second is not None:
+                    other = (int(stored[asset_id], 16) ^ second).bit_count()
+                    if distance <= max_phash and other <= max_dhash:
+                        ranked.append((distance, other, _newest_first(created_at), asset_id))
+                elif distance <= max_phash_alone:
+                    ranked.append((distance, 65, _newest_first(created_at), asset_id))
+            if not ranked:
+                return None
+            distance, other, _, best_id = min(ranked)
+            asset = session.scalars(select(Asset).options(*_LOOKUP).where(Asset.id == best_id)).one()
+            return FingerprintMatch(asset, distance, other if other <= 64 else None, stored.get(best_id))
+
+        return self.read("matching perceptual hashes in the registry", search, streamed=candidates is None)
+
     # -- lineage, verifications, audit -------------------------------------------------------------
 
     def record_input(self, session: Session, *, data: bytes, path: str | None, fmt: str | None = None) -> Asset:
@@ -521,6 +580,21 @@ def generation_fields(generation: Generation) -> dict[str, Any]:
         "num_images": generation.num_images,
         "plugins": generation.plugins,
     }
+
+
+@dataclass(frozen=True)
+class FingerprintMatch:
+    """What :meth:`Registry.match_fingerprint` found: the asset and the Hamming distances to its hashes."""
+
+    asset: Asset
+    phash_distance: int
+    #: None when the record has no dHash (the match rests on the pHash alone)
+    dhash_distance: int | None
+    record_dhash: str | None
+
+
+def _newest_first(moment: datetime) -> float:
+    return -moment.timestamp()
 
 
 #: loader options of the finders: the asset and its generation in one SELECT (see the note above find_by_sha256)
