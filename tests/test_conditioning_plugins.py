@@ -224,6 +224,21 @@ def test_lora_changes_the_image_and_leaves_the_pipeline_clean(tiny_sd_dir: Path,
     assert verdict(full.images[0].path) == "verified"
 
 
+@pytest.mark.parametrize("scheduler", ["lcm", "tcd"])
+def test_few_step_scheduler_with_a_lora_as_lcm_lora_is_used(scheduler: str, tiny_sd_dir: Path, tiny_lora_dir: Path,
+                                                            tmp_path: Path, engine: Engine, capture: Capture) -> None:
+    """LCM-LoRA style: a distilled LoRA with the LCM or TCD scheduler, 4 steps, guidance 1 (the tiny LoRA is
+    random, so this checks the combination runs, differs from the plain run and is recorded, not its quality)."""
+    few = {"scheduler": scheduler, "num_inference_steps": 4, "guidance_scale": 1.0}
+    _, plain = run(engine, capture, tiny_sd_dir, tmp_path / "plain", **few)
+    result, image = run(engine, capture, tiny_sd_dir, tmp_path / "lcm", plugin_options={"lora": [str(tiny_lora_dir)]},
+                        **few)
+    assert np.abs(image - plain).mean() > 0.5
+    assert result.recipe["scheduler"]["name"] == scheduler and result.recipe["num_inference_steps"] == 4
+    assert result.recipe["plugins_data"]["lora"]["loras"][0]["scale"] == 1.0
+    assert verdict(result.images[0].path) == "verified"
+
+
 def test_lora_is_immune_to_diffusers_sticky_lora_scale(tiny_sd_dir: Path, tiny_lora_dir: Path, tmp_path: Path,
                                                       engine: Engine, capture: Capture) -> None:
     """diffusers 0.42 keeps ``pipe._lora_scale`` from a call with ``cross_attention_kwargs={"scale": s}`` and
