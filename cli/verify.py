@@ -19,6 +19,15 @@ from provgen.cli._common import emit_json, json_option, settings_from
     "searchable with `provgen registry search --verdict`).",
 )
 @click.option(
+    "--trust-anchors",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A PEM file of certificates to trust as C2PA signing roots, on top of PROVGEN_TRUST_ANCHORS and the "
+    "development root; repeatable. A signature that validates but chains to no trusted root reads Valid, "
+    "not Trusted.",
+)
+@click.option(
     "--reattach",
     "reattach_to",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -26,7 +35,8 @@ from provgen.cli._common import emit_json, json_option, settings_from
     "registry's original manifest as its parent ingredient.",
 )
 @json_option
-def verify(files: tuple[Path, ...], no_record: bool, reattach_to: Path | None, as_json: bool) -> None:
+def verify(files: tuple[Path, ...], no_record: bool, anchor_files: tuple[Path, ...], reattach_to: Path | None,
+           as_json: bool) -> None:
     """Check whether FILES were made by provgen, from what, and whether they were changed.
 
     \b
@@ -43,6 +53,8 @@ def verify(files: tuple[Path, ...], no_record: bool, reattach_to: Path | None, a
     from provgen.provenance.verify import verify_file
 
     settings = settings_from()
+    if anchor_files:
+        settings = settings.replace(trust_anchor_paths=(*settings.trust_anchor_paths, *anchor_files))
     if reattach_to is not None:
         _check_reattach_target(files, reattach_to)
     registry = open_registry(settings.registry_url, upgrade="blank")

@@ -18,8 +18,10 @@ def trust_anchors_pem(settings: Settings) -> bytes:
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise KeyConfigError(f"`PROVGEN_TRUST_ANCHORS`: cannot read {str(path)!r}: {error.strerror}") from error
+            raise KeyConfigError(
+                f"`--trust-anchors`/`PROVGEN_TRUST_ANCHORS`: cannot read {str(path)!r}: {error.strerror}"
+            ) from error
         if b"-----BEGIN CERTIFICATE-----" not in data:
-            raise KeyConfigError(f"`PROVGEN_TRUST_ANCHORS`: {str(path)!r} holds no PEM certificate")
+            raise KeyConfigError(f"`--trust-anchors`/`PROVGEN_TRUST_ANCHORS`: {str(path)!r} holds no PEM certificate")
         parts.append(data)
     return b"\n".join(part.strip() + b"\n" for part in parts)

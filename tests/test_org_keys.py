@@ -97,6 +97,15 @@ def test_import_pem_with_an_encrypted_key_then_sign_with_it(tmp_path: Path, prov
     code, out, _ = run("verify", image["path"], "--json", env={"PROVGEN_TRUST_ANCHORS": str(files["ca.pem"])})
     [report] = json.loads(out)
     assert code == 0 and report["verdict"] == "verified" and report["c2pa"]["state"] == "Trusted"
+    # without the organisation's root: the signature validates but is not trusted (Valid), still our record
+    code, out, _ = run("verify", image["path"], "--json", "--no-record")
+    [report] = json.loads(out)
+    assert report["c2pa"]["state"] == "Valid" and "signingCredential.untrusted" in report["c2pa"]["codes"]
+    assert code == 0 and report["verdict"] == "verified" and report["sha256_match"] is True
+    code, out, _ = run("verify", image["path"], "--json", "--no-record", "--trust-anchors", str(files["ca.pem"]))
+    assert code == 0 and json.loads(out)[0]["c2pa"]["state"] == "Trusted"
+    code, _, err = run("verify", image["path"], "--trust-anchors", str(files["signer.key"]))
+    assert code != 0 and "--trust-anchors" in err and "holds no PEM certificate" in err and "Traceback" not in err
 
 
 def test_import_pkcs12_and_a_wrong_password(tmp_path: Path, provgen_home: Path) -> None:
