@@ -59,6 +59,7 @@ Limits
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import operator
@@ -71,6 +72,7 @@ from PIL import Image
 
 from provgen.core.errors import WatermarkError
 from provgen.provenance.watermark import (
+    _DITHER_TILE,
     _K,
     _OUT,
     _RGB2YCC,
@@ -78,8 +80,8 @@ from provgen.provenance.watermark import (
     MIN_PSNR_DB,
     WatermarkReading,
     _conv_encode,
+    _dither_rows,
     _has_alpha,
-    _round_into_uint8,
     _viterbi,
 )
 
@@ -102,7 +104,7 @@ _COARSE = 1.03  # block-size grid of the search (then refined +-1%)
 _REFINED = 3  # best-ranked (block size, gain, phase) of the search that are refined and shift-searched
 _VITERBI_RANKED = 16  # shifts (best repetition coherence) whose Viterbi metric is computed
 _SHIFTS_CHECKED = 2  # cyclic tile shifts (best Viterbi metrics) whose check bits are tested per candidate
-_CLIP_ITER = 1  # correction passes for blocks that clipping kept from reaching their target
+_CLIP_ITER = 1  # correction passes (0 or 1) for blocks that clipping kept from reaching their target
 _CLIP_FRACTION = 0.002  # ... run only when more than this fraction of the values clipped
 
 
@@ -146,6 +148,12 @@ class _Axis:
     w_hi: np.ndarray  # (n,) float32 interpolation weight of hi
     solve: np.ndarray  # (nb, nb) inverse of the block-mean operator of the interpolation
     gram: np.ndarray  # (nb, nb) M^T M of the (n, nb) interpolation matrix M (energy of a change field)
+    lo3: np.ndarray  # (3n,) lo of each value of an interleaved RGB row, as an index into a (nb * 3) row
+    hi3: np.ndarray  # (3n,) the same for hi
+    w_lo3: np.ndarray  # (3n,) float32 w_lo of each value of an interleaved RGB row
+    w_hi3: np.ndarray  # (3n,) float32 w_hi of each value of an interleaved RGB row
+    w_step: np.ndarray  # (n, 1) float32 weight of f[lo + 1] - f[lo] in the field along this axis as y (see _axis)
+    runs: tuple[int, ...]  # first pixel of each run of equal lo, then n
 
 
 @lru_cache(maxsize=16)
@@ -165,43 +173,79 @@ def _axis(n: int, beta: float) -> _Axis:
     np.add.at(m, (np.arange(n), lo), 1 - w_hi)
     np.add.at(m, (np.arange(n), hi), w_hi)
     mean_op = np.add.reduceat(m, starts, axis=0) / count[:, None]  # (nb, nb): block means of the field
-    return _Axis(block, starts, count, lo, hi, (1 - w_hi).astype(np.float32), w_hi.astype(np.float32),
-                 np.linalg.inv(mean_op), m.T @ m)
+    w_lo32, w_hi32 = (1 - w_hi).astype(np.float32), w_hi.astype(np.float32)
+    # w_step: the field interpolates along y between the block rows lo and hi of the first pixel of each run of
+    # equal lo, as marks have been made so far: the rows between the first two block centres (lo clamped to 0
+    # like the rows above the first centre) keep the first block row's value
+    run = np.concatenate([[0], np.flatnonzero(np.diff(lo)) + 1])[np.cumsum(np.diff(lo, prepend=lo[0]) != 0)]
+    return _Axis(block, starts, count, lo, hi, w_lo32, w_hi32, np.linalg.inv(mean_op), m.T @ m,
+                 (3 * lo[:, None] + np.arange(3)).ravel(), (3 * hi[:, None] + np.arange(3)).ravel(),
+                 np.repeat(w_lo32, 3), np.repeat(w_hi32, 3), np.where(hi[run] != lo, w_hi32, 0)[:, None],
+                 (*np.flatnonzero(np.diff(lo, prepend=-1)).tolist(), n))
 
 
 def _block_means(x: np.ndarray, ay: _Axis, ax: _Axis) -> np.ndarray:
-    """(nby, nbx, c) float64 mean of each block of x (h, w, c); uint8 input is summed exactly in uint32."""
+    """(nby, nbx, c) float64 mean of each block of x (h, w, c) uint8, summed exactly in integers."""
     h, w, c = x.shape
-    dtype = np.uint32 if x.dtype == np.uint8 else np.float32
-    s = np.add.reduceat(x.reshape(h, w * c), ay.starts, axis=0, dtype=dtype).reshape(-1, w, c)
-    s = np.add.reduceat(s, ax.starts, axis=1)
+    x2 = x.reshape(h, w * c)
+    rows = np.empty((ay.count.size, w * c), np.uint16 if int(ay.count.max()) * 255 < 2**16 else np.uint32)
+    for i, (y0, n) in enumerate(zip(ay.starts.tolist(), ay.count.tolist(), strict=True)):
+        x2[y0 : y0 + n].sum(axis=0, dtype=rows.dtype, out=rows[i])  # one block row at a time: stays in cache
+    s = np.add.reduceat(rows.reshape(-1, w, c), ax.starts, axis=1, dtype=np.uint32)
     return s / np.multiply.outer(ay.count, ax.count)[..., None]
 
 
-def _field(d: np.ndarray, ay: _Axis, ax: _Axis, out: np.ndarray, sparse: bool = False) -> np.ndarray:
-    """Add to out (h, w, c) float32 the smooth change field whose block means are d (nby, nbx, c).
+def _precompensate(d: np.ndarray, ay: _Axis, ax: _Axis) -> np.ndarray:
+    """(nby, nbx, c) float64 values at the block centres of the smooth field whose block means are d."""
+    nby, nbx, c = d.shape
+    return np.matmul(ax.solve, (ay.solve @ d.reshape(nby, nbx * c)).reshape(nby, nbx, c))
 
-    sparse: a correction; values under 0.02 level after the interpolation pre-compensation are dropped and the
-    rows of blocks that are then all zero are skipped."""
-    d = np.einsum("ij,jkc->ikc", ay.solve, d)
-    d = np.einsum("kl,ilc->ikc", ax.solve, d).astype(np.float32)
-    if sparse:
-        d[np.abs(d) < 0.02] = 0
-    live = d.any(axis=(1, 2))
-    cols = d[:, ax.lo] * ax.w_lo[None, :, None]  # (nby, w, c): interpolate along x on the block rows first
-    cols += d[:, ax.hi] * ax.w_hi[None, :, None]
-    edges = np.flatnonzero(np.diff(ay.lo)) + 1  # bands of rows between two block centres
-    starts, ends = np.concatenate([[0], edges]).tolist(), np.concatenate([edges, [ay.lo.size]]).tolist()
-    tmp = np.empty((max(e - s for s, e in zip(starts, ends, strict=True)), *out.shape[1:]), np.float32)
-    for y0, y1 in zip(starts, ends, strict=True):  # one band at a time, no large temporaries
-        i, j = ay.lo[y0], ay.hi[y0]
-        if not (live[i] or live[j]):
-            continue
-        t = tmp[: y1 - y0]
-        np.multiply(ay.w_hi[y0:y1, None, None], cols[j] - cols[i], out=t)
-        t += cols[i]
-        out[y0:y1] += t
-    return out
+
+class _Field:
+    """The smooth change field (h, w, 3) float32 whose values at the block centres are v (nby, nbx, 3) (see
+    _precompensate), produced a band of rows at a time: interpolated along x on the block rows once, then
+    along y per run of rows between the same two block rows (no large temporaries).
+
+    sparse: a correction; values under 0.02 level are dropped (rows of blocks then all zero add nothing)."""
+
+    def __init__(self, v: np.ndarray, ay: _Axis, ax: _Axis, sparse: bool = False) -> None:
+        v = v.astype(np.float32)
+        if sparse:
+            v[np.abs(v) < 0.02] = 0
+        live = v.any(axis=(1, 2))
+        self.live = live[ay.lo] | live[ay.hi]  # (h,) pixel rows the field touches
+        v = v.reshape(v.shape[0], -1)
+        self.cols = np.take(v, ax.lo3, axis=1)  # (nby, 3w), C order: along x on the block rows
+        self.cols *= ax.w_lo3
+        self.cols += np.take(v, ax.hi3, axis=1) * ax.w_hi3
+        self.step = np.zeros_like(self.cols)  # cols[lo + 1] - cols[lo]; 0 on the last block row (clamped)
+        np.subtract(self.cols[1:], self.cols[:-1], out=self.step[:-1])
+        self.ay = ay
+        self.reach = float(np.abs(v).max(initial=0.0))  # |field| <= reach (each value interpolates v)
+
+    def rows(self, y0: int, y1: int, out: np.ndarray) -> np.ndarray:
+        """Field rows y0:y1 as (y1 - y0, 3w) in out."""
+        runs, lo = self.ay.runs, self.ay.lo
+        a = y0
+        while a < y1:  # one run of rows between the same two block rows at a time
+            i = int(lo[a])
+            b = min(y1, runs[bisect.bisect_right(runs, a)])
+            o = out[a - y0 : b - y0]
+            np.multiply(self.ay.w_step[a:b], self.step[i], out=o)
+            o += self.cols[i]
+            a = b
+        return out
+
+
+_BAND_BYTES = 2**19  # embed works on bands of rows of about this size (float32), so temporaries stay in cache
+
+
+def _chunk_rows(w: int) -> int:
+    """Rows per band of a (., w, 3) float32 image: a divisor of the rounding dither tile, <= _BAND_BYTES."""
+    rows = _DITHER_TILE
+    while rows > 1 and rows * w * 3 * 4 > _BAND_BYTES:
+        rows //= 2
+    return rows
 
 
 class RobustWatermark:
@@ -294,35 +338,72 @@ class RobustWatermark:
         target = means + (target - means) * _masking(rgb, ay, ax, _floor(min(h, w)))[None]
         inv = _YCC2RGB[:, list(_CHANNELS)]  # (3, nc)
         change = np.tensordot(target - means, inv, axes=([0], [1]))  # (nby, nbx, 3) RGB
-        change *= self._distortion_scale(change, ay, ax)
-        out = _field(change, ay, ax, x.astype(np.float32))
-        for _ in range(_CLIP_ITER):  # clipping (saturated colours) ate part of some moves: push again
-            clipped = np.flatnonzero((out < 0) | (out > 255))
-            if clipped.size <= _CLIP_FRACTION * out.size:
-                break
-            lost = out.reshape(-1)[clipped]
-            lost = np.clip(lost, 0, 255) - lost  # what clipping takes back, only where it clips
-            np.clip(out, 0, 255, out=out)
-            pix, c = np.divmod(clipped, 3)
-            py, px = np.divmod(pix, out.shape[1])
-            nby, nbx = len(ay.count), len(ax.count)
-            flat_index = (ay.block[py] * nbx + ax.block[px]) * 3 + c
-            loss = np.bincount(flat_index, lost, nby * nbx * 3).reshape(nby, nbx, 3)
-            loss /= np.multiply.outer(ay.count, ax.count)[..., None]
-            miss = -np.tensordot(mat, loss, axes=([1], [2]))  # (nc, nby, nbx) chroma the clipping took back
-            if np.abs(miss).max() < self._delta / 8:
-                break
-            _field(np.tensordot(miss, inv, axes=([0], [1])), ay, ax, out, sparse=True)
-        marked = Image.fromarray(_round_into_uint8(out, self.key), "RGB")
+        v = _precompensate(change, ay, ax)  # values at the block centres
+        v *= self._distortion_scale(v, ay, ax)
+        marked = Image.fromarray(self._apply(x, _Field(v, ay, ax), ay, ax), "RGB")
         if alpha is not None:
             marked.putalpha(alpha)
         return marked
 
+    def _apply(self, x: np.ndarray, field: _Field, ay: _Axis, ax: _Axis) -> np.ndarray:
+        """x (h, w, 3) uint8 + field, rounded with the keyed dither into a new uint8 image.
+
+        If clipping (saturated colours) took back part of the change in more than _CLIP_FRACTION of the values,
+        and that moved some block's chroma mean by delta/8 or more, the shortfall is pushed once more (on the
+        clipped values) and the rows it touches are rounded again. Works a band of rows at a time (cache-sized
+        temporaries, no full-size float copy)."""
+        h, w = x.shape[:2]
+        x2, marked = x.reshape(h, w * 3), np.empty_like(x)
+        m2 = marked.reshape(h, w * 3)
+        dither = _dither_rows(self.key, w).reshape(_DITHER_TILE, w * 3)
+        rows = _chunk_rows(w)  # bands: within one block row (for the clipping loss) and one band of the dither
+        cuts = np.union1d(ay.starts, np.arange(0, h, rows)).tolist()
+        tmp, tmp2 = np.empty((2, rows, w * 3), np.float32)
+        r = math.ceil(field.reach) + 1  # only values within reach (|field| < r) of 0 or 255 can clip
+        lost_rows, clipped = np.zeros((len(ay.count), w * 3)), 0
+        for y0, y1 in zip(cuts, cuts[1:] + [h], strict=True):
+            xs = x2[y0:y1]
+            o = field.rows(y0, y1, tmp[: y1 - y0])
+            o += xs
+            if _CLIP_ITER > 0 and (xs.min() < r or xs.max() > 255 - r):
+                lost = np.clip(o, 0, 255, out=tmp2[: y1 - y0])
+                lost -= o  # what clipping takes back
+                k = np.count_nonzero(lost.view(np.int32))  # +0.0 where nothing clips (faster as int32)
+                if k:
+                    clipped += k
+                    lost_rows[ay.block[y0]] += lost.sum(axis=0)  # float32 over <= 64 rows, then float64
+            o += dither[y0 % _DITHER_TILE : y0 % _DITHER_TILE + y1 - y0]
+            np.clip(o, 0, 255, out=o)
+            m2[y0:y1] = o  # truncates: floor(x + field + dither)
+        if clipped <= _CLIP_FRACTION * x.size:
+            return marked
+        loss = np.add.reduceat(lost_rows.reshape(-1, w, 3), ax.starts, axis=1)
+        loss /= np.multiply.outer(ay.count, ax.count)[..., None]
+        miss = -np.tensordot(_RGB2YCC[list(_CHANNELS)], loss, axes=([1], [2]))  # (nc, nby, nbx)
+        if np.abs(miss).max() < self._delta / 8:
+            return marked
+        change = np.tensordot(miss, _YCC2RGB[:, list(_CHANNELS)], axes=([0], [1]))
+        correction = _Field(_precompensate(change, ay, ax), ay, ax, sparse=True)
+        for y0 in range(0, h, rows):  # x + field, clipped, + correction, rounded again where it changes
+            y1 = min(h, y0 + rows)
+            if not correction.live[y0:y1].any():
+                continue
+            o = field.rows(y0, y1, tmp[: y1 - y0])
+            o += x2[y0:y1]
+            np.clip(o, 0, 255, out=o)
+            o += correction.rows(y0, y1, tmp2[: y1 - y0])
+            o += dither[y0 % _DITHER_TILE : y0 % _DITHER_TILE + y1 - y0]
+            np.clip(o, 0, 255, out=o)
+            m2[y0:y1] = o
+        return marked
+
     @staticmethod
-    def _distortion_scale(change: np.ndarray, ay: _Axis, ax: _Axis) -> float:
-        """Factor (<= 1) that keeps the expected PSNR at MIN_PSNR_DB or above (clipping only lowers the MSE)."""
-        d = np.einsum("kl,ilc->ikc", ax.solve, np.einsum("ij,jkc->ikc", ay.solve, change))
-        energy = float(np.einsum("ikc,ij,jlc,kl->", d, ay.gram, d, ax.gram, optimize=True))
+    def _distortion_scale(v: np.ndarray, ay: _Axis, ax: _Axis) -> float:
+        """Factor (<= 1) of the field with centre values v (nby, nbx, c) that keeps the expected PSNR at
+        MIN_PSNR_DB or above (clipping only lowers the MSE)."""
+        nby, nbx, c = v.shape
+        gv = np.matmul(ax.gram, (ay.gram @ v.reshape(nby, nbx * c)).reshape(nby, nbx, c))
+        energy = float(np.vdot(v, gv))  # sum over c of trace(v_c^T Gy v_c Gx)
         energy /= 3 * ay.block.size * ax.block.size
         budget = 255.0**2 / 10 ** (MIN_PSNR_DB / 10) - 0.125  # rounding with the dither: 1/12 + 1/24
         return 1.0 if energy <= budget else math.sqrt(budget / energy)
@@ -482,14 +563,18 @@ def _masking(rgb: Image.Image, ay: _Axis, ax: _Axis, floor: float) -> np.ndarray
     Texture is the mean luma + chroma gradient of a 4x box-reduced copy (levels per 4 px), per block."""
     k = 4
     small = np.asarray(rgb.reduce(k), dtype=np.float32) @ np.abs(_RGB2YCC.T).astype(np.float32)  # |Y|,|Cb|,|Cr|
+    planes = np.ascontiguousarray(small.transpose(2, 0, 1))  # (3, h, w): channel sums without a length-3 axis
     g = np.zeros(small.shape[:2], np.float32)
-    g[:, 1:] += np.abs(np.diff(small, axis=1)).sum(axis=2)
-    g[1:, :] += np.abs(np.diff(small, axis=0)).sum(axis=2)
+    d = np.abs(np.diff(planes, axis=2))
+    g[:, 1:] += d[0] + d[1] + d[2]
+    d = np.abs(np.diff(planes, axis=1))
+    g[1:, :] += d[0] + d[1] + d[2]
     by = ay.block[np.minimum(np.arange(small.shape[0]) * k + k // 2, ay.block.size - 1)]
     bx = ax.block[np.minimum(np.arange(small.shape[1]) * k + k // 2, ax.block.size - 1)]
     nby, nbx = int(ay.block[-1]) + 1, int(ax.block[-1]) + 1
     flat = by[:, None] * nbx + bx[None, :]
-    act = np.bincount(flat.ravel(), g.ravel(), nby * nbx) / np.maximum(np.bincount(flat.ravel(), None, nby * nbx), 1)
+    count = np.multiply.outer(np.bincount(by, minlength=nby), np.bincount(bx, minlength=nbx)).ravel()
+    act = np.bincount(flat.ravel(), g.ravel(), nby * nbx) / np.maximum(count, 1)
     return (floor + (1 - floor) * np.minimum(1.0, act / _TEXTURE)).reshape(nby, nbx)
 
 
