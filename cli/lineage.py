@@ -118,6 +118,7 @@ def _resolve(registry: Registry, target: str, settings: Settings) -> tuple[str, 
             max_distance=settings.fingerprint_max_distance,
             max_phash=settings.fingerprint_max_phash,
             max_dhash=settings.fingerprint_max_dhash,
+            marking_method=settings.watermark_method,
         )
         if report.asset_id is None:
             why = f" ({report.error})" if report.error else ""

@@ -70,6 +70,7 @@ def verify(files: tuple[Path, ...], no_record: bool, anchor_files: tuple[Path, .
                 max_distance=settings.fingerprint_max_distance,
                 max_phash=settings.fingerprint_max_phash,
                 max_dhash=settings.fingerprint_max_dhash,
+                marking_method=settings.watermark_method,
             )
             for path in files
         ]
@@ -152,6 +153,8 @@ def _describe(report) -> str:  # type: ignore[no-untyped-def]
     parts.append(f"c2pa {c2pa['state']}" + (f" {','.join(c2pa['codes'])}" if c2pa["codes"] else ""))
     wm = report.watermark
     parts.append(f"watermark {wm['id']} ({wm.get('method')})" if wm["found"] else "no watermark")
+    for stock in getattr(report, "stock_watermarks", None) or []:
+        parts.append(f"stock watermark {stock['name']} ({stock['method']}, bit accuracy {stock['bit_accuracy']})")
     if report.record:
         parts.append(f"model {report.record['generation']['model_id']}")
     if report.reattached:

@@ -115,7 +115,11 @@ def _parse_payload(text: str, method: Any) -> int:
 @json_option
 def decode(files: tuple[Path, ...], method_name: str | None, as_json: bool) -> None:
     """Read the watermark of FILES. Exit status 0 when every file carries one, 1 otherwise."""
-    methods = [_method(method_name)] if method_name else list(_methods().values())
+    # without --method: the methods that may be tried on any image, and the one new images are marked with
+    # (the imwatermark-* methods have too few check bits to be tried blindly: auto_detect = False)
+    marking = settings_from().watermark_method
+    methods = ([_method(method_name)] if method_name
+               else [m for m in _methods().values() if getattr(m, "auto_detect", True) or m.name == marking])
     results = []
     for path in files:
         result: dict[str, Any] = {"file": str(path), "found": False, "payload": None, "method": None,

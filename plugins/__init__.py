@@ -6,6 +6,7 @@ from __future__ import annotations
 DEFAULT_PLUGINS = (
     "provgen.plugins.schedulers",
     "provgen.plugins.diffusers_sampler",
+    "provgen.plugins.imwatermark_compat",  # before the provgen marks: verify tries it after them
     "provgen.plugins.wm1_watermark",
     "provgen.plugins.grid_watermark",
     "provgen.plugins.local_signer",

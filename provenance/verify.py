@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from provgen.core.config import Settings
 from provgen.provenance.fingerprint import dhash, hamming, phash
+from provgen.provenance.imwatermark_compat import detect_stock_marks
 
 if TYPE_CHECKING:
     from provgen.provenance.registry import Asset, Registry
@@ -46,6 +47,9 @@ class VerifyReport:
     sha256_match: bool = False
     c2pa: dict[str, Any] = field(default_factory=lambda: {"state": "Missing", "codes": [], "label": None})
     watermark: dict[str, Any] = field(default_factory=lambda: {"found": False, "id": None})
+    #: invisible-watermark messages that other generators stamp (e.g. Stable Diffusion XL's), found in the pixels:
+    #: ``[{"name": "sdxl", "method": "dwtDct", "message": "b3ec907bb19e", "bit_accuracy": 0.98}]``
+    stock_watermarks: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     #: what the registry says about the asset (model, scheduler, prompt, plugins, ...)
     record: dict[str, Any] | None = None
@@ -74,10 +78,14 @@ def verify_file(path: Path, **kwargs: Any) -> VerifyReport:
 
 def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[WatermarkMethod],
                  trust_anchors_pem: bytes, max_distance: int, max_phash: int | None = None,
-                 max_dhash: int | None = None) -> VerifyReport:
+                 max_dhash: int | None = None, marking_method: str | None = None) -> VerifyReport:
     """Verify the file ``data``. Fingerprint matches: pHash within ``max_phash`` and dHash within ``max_dhash``
     for records that have a dHash, pHash within ``max_distance`` for those that do not (defaults: the
-    calibrated ``Settings`` values)."""
+    calibrated ``Settings`` values).
+
+    Watermark methods are tried in order. One whose ``auto_detect`` is False (the imwatermark-compatible ones:
+    too few check bits to be tried on every image) is tried only when it is ``marking_method``, the method new
+    images are marked with (``settings.watermark_method``, ``PROVGEN_WATERMARK``)."""
     from provgen.provenance.c2pa_io import read_credentials
 
     report = VerifyReport(path=path, sha256=hashlib.sha256(data).hexdigest())
@@ -94,11 +102,14 @@ def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[Wa
 
     reading = None
     for method in methods:
+        if not getattr(method, "auto_detect", True) and method.name != marking_method:
+            continue
         reading = method.decode(image)
         if reading is not None:
             report.watermark = {"found": True, "id": f"{reading.payload:012x}", "method": reading.method,
                                 "confidence": round(reading.confidence, 4)}
             break
+    report.stock_watermarks = detect_stock_marks(image)
     fingerprint, second = phash(image), dhash(image)
     report.fingerprint = {"phash": fingerprint, "dhash": second}
     defaults = Settings.__dataclass_fields__

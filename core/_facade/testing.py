@@ -188,7 +188,8 @@ def _generate_and_verify(pm: pluggy.PluginManager, plugin_name: str, hooks: tupl
             report = verify_file(image.path, registry=engine.provenance.registry, methods=methods,
                                  trust_anchors_pem=anchors, max_distance=engine.settings.fingerprint_max_distance,
                                  max_phash=engine.settings.fingerprint_max_phash,
-                                 max_dhash=engine.settings.fingerprint_max_dhash)
+                                 max_dhash=engine.settings.fingerprint_max_dhash,
+                                 marking_method=engine.settings.watermark_method)
             where = f"plugin `{plugin_name}`: {image.path.name}"
             assert report.c2pa["state"] in ("Trusted", "Valid"), (
                 f"{where}: C2PA manifest {report.c2pa['state']} {report.c2pa['codes']} {report.c2pa.get('error', '')}")
