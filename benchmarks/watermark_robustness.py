@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import random
 import statistics
 import sys
 import time
@@ -330,37 +331,81 @@ def timing(size: int, repeats: int) -> None:
               f"decode {statistics.median(t_d) * 1e3:5.0f} ms (median of {len(t_d)})")
 
 
-def false_positives(n: int, seed: int, budget_s: float = 0.0) -> None:
-    """Decode n unmarked images (the held-out generators, crops, rescales, noise) with every provgen method."""
+#: photographs for the false-positive run (every bundled colour photo; crops and rescales make them distinct)
+FP_PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina",
+             "colorwheel", "horse", "camera", "moon", "page", "text", "coins", "grass", "gravel", "brick")
+
+
+def _fp_sources(generated: int) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The photographs, and ``generated`` images of the shipped ``shapes`` model (unmarked: sampled directly)."""
+    from skimage import data
+
+    photos = []
+    for name in FP_PHOTOS:
+        array = getattr(data, name)()
+        if array.dtype != np.uint8:
+            array = (255 * (array > 0) if array.dtype == bool else array).astype(np.uint8)
+        photos.append(Image.fromarray(array).convert("RGB"))
+    images = []
+    if generated:
+        import torch
+
+        import provgen
+        from provgen.plugins.shapes.dataset import sample_prompt
+
+        pipe = provgen.Engine(progress=False).load("shapes")[1]
+        pipe.set_progress_bar_config(disable=True)
+        prompts = random.Random(7)
+        for k in range(generated):
+            prompt, _ = sample_prompt(prompts)
+            seeded = torch.Generator().manual_seed(k)
+            out = pipe(prompt, num_inference_steps=10, guidance_scale=6.0, generator=seeded)
+            images.append(out.images[0])
+    return photos, images
+
+
+def false_positives(n: int, seed: int, budget_s: float = 0.0, methods: str = "all", generated: int = 100) -> None:
+    """Decode n unmarked images with provgen's methods: random crops and rescales of scikit-image photographs
+    (40%), generations of the shipped ``shapes`` model, rescaled to 128-900 px (10%), the synthetic generators
+    (30%), noise (10%) and flat colour (10%)."""
     rng = np.random.default_rng(seed)
-    wm, grid = RobustWatermark(), GridWatermark()
-    hits = {"provgen-wm/1": 0, "provgen-grid/1": 0}
+    decoders = {"provgen-wm/1": RobustWatermark(), "provgen-grid/1": GridWatermark()}
+    if methods != "all":
+        decoders = {name: method for name, method in decoders.items() if name in methods.split(",")}
+    hits = dict.fromkeys(decoders, 0)
+    kinds: dict[str, int] = {}
+    photos, generated_images = _fp_sources(generated)
     start = time.perf_counter()
     for i in range(n):
-        kind = rng.integers(0, 6)
+        roll = rng.random()
         w, h = int(rng.integers(96, 900)), int(rng.integers(96, 900))
-        if kind < 4:
-            image = list(KINDS.values())[kind](w, h, int(rng.integers(10**6, 2 * 10**6)))
-        elif kind == 4:
-            image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        if roll < 0.4:
+            kind, source = "photo", photos[int(rng.integers(0, len(photos)))]
+            cw, ch = int(source.width * rng.uniform(0.3, 1.0)), int(source.height * rng.uniform(0.3, 1.0))
+            x0, y0 = int(rng.integers(0, source.width - cw + 1)), int(rng.integers(0, source.height - ch + 1))
+            image = source.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.Resampling.BICUBIC)
+        elif roll < 0.5 and generated_images:
+            kind = "generated"
+            picked = generated_images[int(rng.integers(0, len(generated_images)))]
+            image = picked.resize((w, w), Image.Resampling.BICUBIC)
+        elif roll < 0.8:
+            kind = "synthetic"
+            image = list(KINDS.values())[int(rng.integers(0, 4))](w, h, int(rng.integers(10**6, 2 * 10**6)))
+        elif roll < 0.9:
+            kind, image = "noise", Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         else:
-            image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 256, 3)))
-        if rng.random() < 0.3:
-            x0, y0 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
-            image = image.crop((x0, y0, w, h))
-        if rng.random() < 0.3:
-            f = float(rng.uniform(0.5, 2.0))
-            image = image.resize((max(40, int(image.width * f)), max(40, int(image.height * f))))
-        hits["provgen-wm/1"] += wm.decode(image) is not None
-        hits["provgen-grid/1"] += grid.decode(image) is not None
+            kind, image = "flat", Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        kinds[kind] = kinds.get(kind, 0) + 1
+        for name, method in decoders.items():
+            hits[name] += method.decode(image) is not None
         if budget_s and time.perf_counter() - start > budget_s:
             n = i + 1
             break
         if (i + 1) % 500 == 0:
             print(f"  {i + 1} images, {time.perf_counter() - start:.0f} s, false detections {hits}", flush=True)
     elapsed = time.perf_counter() - start
-    print(f"false detections on {n} unmarked images: {hits} ({elapsed:.0f} s, {elapsed / n * 1e3:.0f} ms/image "
-          "for both methods)")
+    print(f"false detections on {n} unmarked images {kinds}: {hits} ({elapsed:.0f} s, "
+          f"{elapsed / n * 1e3:.0f} ms/image for {', '.join(decoders)})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -368,14 +413,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", choices=["held-out", "dev"], default="held-out")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--n", type=int, default=2, help="images per generator (4 generators)")
-    parser.add_argument("--attacks", default="", help="comma-separated subset of: " + ", ".join(ATTACKS))
+    names = ", ".join(ATTACKS).replace("%", "%%")  # argparse formats help with %
+    parser.add_argument("--attacks", default="", help=f"comma-separated subset of: {names}")
     parser.add_argument("--timing", type=int, default=0, metavar="REPEATS", help="only the timing run")
     parser.add_argument("--fp", type=int, default=0, metavar="N", help="only the false-positive run on N images")
     parser.add_argument("--fp-seconds", type=float, default=0.0, help="stop the false-positive run after this long")
+    parser.add_argument("--fp-methods", default="all", help="comma-separated method names for --fp (default all)")
+    parser.add_argument("--fp-generated", type=int, default=100, help="shapes-model images in the --fp pool")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.fp:
-        false_positives(args.fp, args.seed, args.fp_seconds)
+        false_positives(args.fp, args.seed, args.fp_seconds, args.fp_methods, args.fp_generated)
     elif args.timing:
         timing(args.size, args.timing)
     else:
