@@ -174,13 +174,11 @@ def _axis(n: int, beta: float) -> _Axis:
     np.add.at(m, (np.arange(n), hi), w_hi)
     mean_op = np.add.reduceat(m, starts, axis=0) / count[:, None]  # (nb, nb): block means of the field
     w_lo32, w_hi32 = (1 - w_hi).astype(np.float32), w_hi.astype(np.float32)
-    # w_step: the field interpolates along y between the block rows lo and hi of the first pixel of each run of
-    # equal lo, as marks have been made so far: the rows between the first two block centres (lo clamped to 0
-    # like the rows above the first centre) keep the first block row's value
-    run = np.concatenate([[0], np.flatnonzero(np.diff(lo)) + 1])[np.cumsum(np.diff(lo, prepend=lo[0]) != 0)]
+    # w_step: the weight of the step to the next block row along y; zero above the first and below the last block
+    # centre (lo == hi there), so the field is the same smooth interpolation that mean_op pre-compensates for
     return _Axis(block, starts, count, lo, hi, w_lo32, w_hi32, np.linalg.inv(mean_op), m.T @ m,
                  (3 * lo[:, None] + np.arange(3)).ravel(), (3 * hi[:, None] + np.arange(3)).ravel(),
-                 np.repeat(w_lo32, 3), np.repeat(w_hi32, 3), np.where(hi[run] != lo, w_hi32, 0)[:, None],
+                 np.repeat(w_lo32, 3), np.repeat(w_hi32, 3), np.where(hi != lo, w_hi32, 0)[:, None],
                  (*np.flatnonzero(np.diff(lo, prepend=-1)).tolist(), n))
 
 
