@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-__all__ = ["phash", "dhash", "hamming"]
+__all__ = ["phash", "dhash", "fingerprints", "hamming"]
 
 
 def phash(image: Image.Image) -> str:
@@ -25,6 +25,15 @@ def dhash(image: Image.Image) -> str:
     import imagehash
 
     return str(imagehash.dhash(image.convert("RGB")))
+
+
+def fingerprints(image: Image.Image) -> tuple[str, str]:
+    """``(phash(image), dhash(image))`` with one grayscale conversion instead of two (same values: imagehash
+    converts to grayscale first either way)."""
+    import imagehash
+
+    gray = image.convert("L")
+    return str(imagehash.phash(gray)), str(imagehash.dhash(gray))
 
 
 def hamming(a: str, b: str) -> int:

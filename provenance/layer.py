@@ -29,7 +29,7 @@ from provgen.core.errors import PluginHookError, SigningError, ValidationError
 from provgen.core.plugins import call_hook, plugin_versions
 from provgen.core.registries import Registered, get_watermark_method, resolve_postprocessors
 from provgen.core.result import GeneratedImage, GenerationResult
-from provgen.provenance.fingerprint import dhash, phash
+from provgen.provenance.fingerprint import fingerprints
 
 if TYPE_CHECKING:
     import pluggy
@@ -171,7 +171,7 @@ class ProvenanceLayer:
             t0 = time.perf_counter()
             marked = _embed(marker, image, watermark_id)
             t1 = time.perf_counter()
-            fingerprint, second = phash(marked), dhash(marked)
+            fingerprint, second = fingerprints(marked)
             t2 = time.perf_counter()
             encoded = encode_image(marked, request.format, request.quality)
             t3 = time.perf_counter()

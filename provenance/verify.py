@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, UnidentifiedImageError
 
 from provgen.core.config import Settings
-from provgen.provenance.fingerprint import dhash, hamming, phash
+from provgen.provenance.fingerprint import fingerprints, hamming
 from provgen.provenance.imwatermark_compat import detect_stock_marks
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def verify_bytes(data: bytes, *, path: str, registry: Registry, methods: list[Wa
                                 "confidence": round(reading.confidence, 4)}
             break
     report.stock_watermarks = detect_stock_marks(image)
-    fingerprint, second = phash(image), dhash(image)
+    fingerprint, second = fingerprints(image)
     report.fingerprint = {"phash": fingerprint, "dhash": second}
     defaults = Settings.__dataclass_fields__
     rule = (

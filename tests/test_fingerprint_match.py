@@ -97,3 +97,13 @@ def test_generated_images_carry_a_dhash_and_verify_reports_both_distances(tmp_pa
     fingerprint = report.fingerprint
     assert len(fingerprint["dhash"]) == 16 and len(fingerprint["record_dhash"]) == 16
     assert 0 <= fingerprint["distance"] <= 14 and 0 <= fingerprint["dhash_distance"] <= 13
+
+
+def test_fingerprints_equal_the_separate_hashes() -> None:
+    from skimage import data
+
+    from provgen.provenance.fingerprint import dhash, fingerprints, phash
+
+    for array in (data.astronaut(), data.coffee(), data.camera()):
+        image = Image.fromarray(array).convert("RGB")
+        assert fingerprints(image) == (phash(image), dhash(image))
