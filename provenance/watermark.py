@@ -273,6 +273,30 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
 
 
+def _check_payload(payload: object, bits: int) -> int:
+    """``payload`` as an int in ``0..2**bits-1`` (ints and numpy ints, not floats), else WatermarkError."""
+    try:
+        value = operator.index(payload)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if not 0 <= value < 1 << bits:
+        raise WatermarkError(f"`payload` must be an int in 0..2**{bits}-1, got {payload!r}")
+    return value
+
+
+def _embed_input(image: Image.Image, name: str, min_size: int) -> tuple[Image.Image, Image.Image | None]:
+    """The RGB image an embedder works on and the alpha channel to put back (None when there is none); an image
+    under ``min_size`` px per side, or one Pillow cannot convert, is a WatermarkError naming ``name``."""
+    if min(image.size) < min_size:
+        raise WatermarkError(f"image is {image.width}x{image.height}; {name} needs at least {min_size} px per side")
+    try:
+        alpha = image.convert("RGBA").getchannel("A") if _has_alpha(image) else None
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise WatermarkError(f"cannot watermark a {image.mode} image: {e}") from e
+    return rgb, alpha
+
+
 # ------------------------------------------------------------------------------------------------ method
 
 
@@ -314,15 +338,6 @@ class GridWatermark:
         word = (payload << _CHECK_BITS) | (check & ((1 << _CHECK_BITS) - 1))
         return [(word >> i) & 1 for i in range(self._info_len - 1, -1, -1)]
 
-    def _check_payload(self, payload: object) -> int:
-        try:
-            value = operator.index(payload)  # type: ignore[arg-type]  # ints and numpy ints, not floats
-        except TypeError:
-            value = -1
-        if not 0 <= value < 1 << self.payload_bits:
-            raise WatermarkError(f"`payload` must be an int in 0..2**{self.payload_bits}-1, got {payload!r}")
-        return value
-
     def _slot_bits(self, payload: int) -> np.ndarray:
         """(3, G, G) bit to embed in each slot."""
         coded = _conv_encode(self._info_bits(payload)) ^ self._white
@@ -332,16 +347,8 @@ class GridWatermark:
 
     def embed(self, image: Image.Image, payload: int) -> Image.Image:
         """Return a marked copy of ``image`` (RGB, or RGBA with the alpha channel untouched)."""
-        payload = self._check_payload(payload)
-        if min(image.size) < self.min_size:
-            raise WatermarkError(
-                f"image is {image.width}x{image.height}; {self.name} needs at least {self.min_size} px per side"
-            )
-        try:
-            alpha = image.convert("RGBA").getchannel("A") if _has_alpha(image) else None
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-        except (ValueError, OSError) as e:
-            raise WatermarkError(f"cannot watermark a {image.mode} image: {e}") from e
+        payload = _check_payload(payload, self.payload_bits)
+        rgb, alpha = _embed_input(image, self.name, self.min_size)
         x = np.asarray(rgb, dtype=np.float32)
         k = max(1, min(rgb.size) // _SIM_SIZE)
         small = np.asarray(rgb.reduce(k) if k > 1 else rgb, dtype=np.float32)

@@ -68,7 +68,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-import operator
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -85,9 +84,10 @@ from provgen.provenance.watermark import (
     _YCC2RGB,
     MIN_PSNR_DB,
     WatermarkReading,
+    _check_payload,
     _conv_encode,
     _dither_rows,
-    _has_alpha,
+    _embed_input,
     _viterbi,
 )
 
@@ -308,15 +308,6 @@ class RobustWatermark:
         word = (payload << _CHECK_BITS) | (check & ((1 << _CHECK_BITS) - 1))
         return [(word >> i) & 1 for i in range(self._info_len - 1, -1, -1)]
 
-    def _check_payload(self, payload: object) -> int:
-        try:
-            value = operator.index(payload)  # type: ignore[arg-type]
-        except TypeError:
-            value = -1
-        if not 0 <= value < 1 << self.payload_bits:
-            raise WatermarkError(f"`payload` must be an int in 0..2**{self.payload_bits}-1, got {payload!r}")
-        return value
-
     def _slot_bits(self, payload: int) -> np.ndarray:
         coded = _conv_encode(self._info_bits(payload)) ^ self._white
         return coded[self._bit_of]  # (nc, T, T)
@@ -325,16 +316,8 @@ class RobustWatermark:
 
     def embed(self, image: Image.Image, payload: int) -> Image.Image:
         """Return a marked copy of ``image`` (RGB, or RGBA with the alpha channel untouched)."""
-        payload = self._check_payload(payload)
-        if min(image.size) < self.min_size:
-            raise WatermarkError(
-                f"image is {image.width}x{image.height}; {self.name} needs at least {self.min_size} px per side"
-            )
-        try:
-            alpha = image.convert("RGBA").getchannel("A") if _has_alpha(image) else None
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-        except (ValueError, OSError) as e:
-            raise WatermarkError(f"cannot watermark a {image.mode} image: {e}") from e
+        payload = _check_payload(payload, self.payload_bits)
+        rgb, alpha = _embed_input(image, self.name, self.min_size)
         x = np.asarray(rgb)
         h, w = x.shape[:2]
         beta = block_size(min(h, w))
