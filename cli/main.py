@@ -65,7 +65,7 @@ class _ProvgenClickError(click.ClickException):
 
 
 def build_cli() -> click.Group:
-    from provgen.cli import generate, keys, lineage, models, plugins, registry, verify, watermark
+    from provgen.cli import batch, generate, keys, lineage, models, plugins, registry, verify, watermark
 
     @click.group(cls=ProvgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(package_name="provgen")
@@ -76,6 +76,7 @@ def build_cli() -> click.Group:
         Quick start:
           provgen generate "a red circle on a blue background" --out ./out
           provgen verify out/*.png
+          provgen batch jobs.jsonl --out ./out --workers 2
 
         Settings come from the environment: PROVGEN_HOME (default ~/.provgen), PROVGEN_REGISTRY_URL
         (default sqlite:///$PROVGEN_HOME/registry.db), PROVGEN_CERT/PROVGEN_KEY (signing identity; else
@@ -85,7 +86,7 @@ def build_cli() -> click.Group:
         PROVGEN_DEBUG (tracebacks).
         """
 
-    for module in (generate, verify, keys, models, plugins, registry, lineage, watermark):
+    for module in (generate, batch, verify, keys, models, plugins, registry, lineage, watermark):
         for command in module.COMMANDS:
             group.add_command(command)
     return group

@@ -16,6 +16,7 @@ __all__ = [
     "PluginHookError",
     "RegistryError",
     "NotFoundError",
+    "JobAlreadyDone",
     "KeyConfigError",
     "SigningError",
     "WatermarkError",
@@ -66,6 +67,16 @@ class PluginHookError(PluginError):
 
 class RegistryError(ProvgenError):
     """The lineage registry cannot be reached, is at the wrong schema, or refused a write."""
+
+
+class JobAlreadyDone(RegistryError):
+    """A generation was about to be registered under a batch job key that is already done (another run, or a
+    run before a crash, committed it first); nothing of this one was written."""
+
+    def __init__(self, job_key: str, generation_id: str | None = None) -> None:
+        self.job_key, self.generation_id = job_key, generation_id
+        by = f" by generation {generation_id}" if generation_id else ""
+        super().__init__(f"job `{job_key}` is already done{by}; nothing was written")
 
 
 class NotFoundError(ProvgenError):

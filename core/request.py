@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**63 - 1  # seeds are stored as signed 64-bit integers in the registry
 MAX_SIDE = 8192
 MAX_IMAGES = 64
+MAX_JOB_KEY = 255  # the registry's batch_jobs.job_key column
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class GenerationRequest:
     plugin_options: Mapping[str, Any] = field(default_factory=dict)
     #: who asked (recorded in the registry); ``None`` = settings.user
     user: str | None = None
+    #: idempotency key (set by ``provgen batch``, see :mod:`provgen.core.batch`): the generation is registered
+    #: together with a ``done`` job record under this key, and a second generation with a key that is already
+    #: done is rolled back (:class:`~provgen.core.errors.JobAlreadyDone`); recorded in the recipe
+    job_key: str | None = None
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -65,6 +71,15 @@ class GenerationRequest:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields["plugin_options"] = dict(self.plugin_options) if isinstance(self.plugin_options, Mapping) else None
         return json.loads(json.dumps(fields, default=str))
+
+    def content_sha256(self) -> str:
+        """sha256 (hex) of the request's canonical JSON without ``output_dir`` and ``job_key``: what it asks
+        for, not where it goes. ``provgen batch`` derives job keys from it and records it with every job."""
+        data = self.to_dict()
+        for name in ("output_dir", "job_key"):
+            data.pop(name, None)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def check_inputs(self) -> None:
         """Raise :class:`ValidationError` naming the first bad field. Pipeline-specific checks come later."""
@@ -127,6 +142,13 @@ class GenerationRequest:
         for item in self.postprocess:
             if not isinstance(item, str) or not item.split(":", 1)[0]:
                 raise ValidationError("postprocess", f"each entry must be 'NAME' or 'NAME:ARGS', got {item!r}")
+        if self.job_key is not None and (
+            not isinstance(self.job_key, str) or not self.job_key.strip() or len(self.job_key) > MAX_JOB_KEY
+            or not self.job_key.isprintable()
+        ):
+            raise ValidationError(
+                "job_key", f"must be a non-empty printable string of at most {MAX_JOB_KEY} characters, "
+                f"got {self.job_key!r}")
 
 
 def _is_int(value: object) -> bool:

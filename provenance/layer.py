@@ -321,6 +321,8 @@ class ProvenanceLayer:
             "dtype": str(getattr(context.pipeline, "dtype", "")),
             "requester": request.user or self.settings.user,
         }
+        if request.job_key is not None:
+            recipe["job_key"] = request.job_key
         return recipe, assertions, ingredients, actions
 
     def _write_and_register(
@@ -413,6 +415,11 @@ class ProvenanceLayer:
                             for p in prepared
                         ]
                     )
+                if request.job_key is not None:  # done with this generation, or rolled back with it
+                    from provgen.provenance.registry import jobs
+
+                    jobs.claim(session, job_key=request.job_key, request_sha256=request.content_sha256(),
+                               request=request.to_dict(), generation_id=generation_id)
                 session.flush()  # constraint errors surface here, before any file is in place
                 for tmp, final in zip(temps, finals, strict=True):
                     os.replace(tmp, final)

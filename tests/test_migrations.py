@@ -111,6 +111,18 @@ EXPECTED = {
         "prompt": (str, False, None),
         "request": ("json", False, None),
     },
+    "batch_jobs": {
+        "id": (str, False, 32),
+        "created_at": (datetime, False, None),
+        "updated_at": (datetime, False, None),
+        "job_key": (str, False, 255),
+        "request_sha256": (str, False, 64),
+        "status": (str, False, 16),
+        "generation_id": (str, True, 32),
+        "reason": (str, True, None),
+        "attempts": (int, False, None),
+        "request": ("json", False, None),
+    },
     "checkpoints": {
         "id": (str, False, 32),
         "created_at": (datetime, False, None),
@@ -152,6 +164,9 @@ EXPECTED_INDEXES = {
     "refusals": {
         (f"ix_refusals_{name}", (name,), False) for name in ("created_at", "plugin", "requester")
     },
+    "batch_jobs": {
+        (f"ix_batch_jobs_{name}", (name,), False) for name in ("generation_id", "status", "updated_at")
+    },
     "audit_log": {("ix_audit_log_record", ("record_type", "record_id", "seq"), False)},
     "checkpoints": {("ix_checkpoints_seq", ("seq",), False)},
 }
@@ -162,6 +177,7 @@ EXPECTED_UNIQUES = {
     "verifications": set(),
     "refusals": set(),
     "fingerprints": {("uq_fingerprints_asset_id_kind", ("asset_id", "kind"))},
+    "batch_jobs": {("uq_batch_jobs_job_key", ("job_key",))},
     "audit_log": {("uq_audit_log_entry_hash", ("entry_hash",))},
     "checkpoints": set(),
 }

@@ -1,8 +1,9 @@
 """provgen: generated images that can prove where they came from.
 
-``provgen.generate(request)`` and :class:`provgen.Engine` are the Python API; the subpackages are
-``provgen.core``, ``provgen.plugins``, ``provgen.provenance`` and ``provgen.cli``; ``provgen.testing`` is the
-pytest plugin for plugin authors' tests (fixtures and a conformance check; not imported here).
+``provgen.generate(request)``, :class:`provgen.Engine` and ``provgen.batch(requests)`` are the Python API; the
+subpackages are ``provgen.core``, ``provgen.plugins``, ``provgen.provenance`` and ``provgen.cli``;
+``provgen.testing`` is the pytest plugin for plugin authors' tests (fixtures and a conformance check; not
+imported here).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from provgen.core import (
     generate,
     hookimpl,
 )
+from provgen.core.batch import BatchSummary, JobResult, batch
 
-__all__ = ["Engine", "GeneratedImage", "GenerationRequest", "GenerationResult", "ProvgenError", "generate",
-           "hookimpl"]
+__all__ = ["BatchSummary", "Engine", "GeneratedImage", "GenerationRequest", "GenerationResult", "JobResult",
+           "ProvgenError", "batch", "generate", "hookimpl"]

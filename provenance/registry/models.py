@@ -4,7 +4,8 @@ One :class:`Generation` row per call to ``generate`` (the full recipe, the model
 one :class:`Asset` row per image written (its hashes, watermark id, perceptual hash and signed C2PA manifest
 store) or per external input image (``kind="external"``); :class:`LineageEdge` rows between assets
 (``parentOf``/``inputTo`` with a role); :class:`Verification` rows for every recorded ``provgen verify``;
-:class:`Refusal` rows for requests a policy plugin refused; the append-only hash chain :class:`AuditEntry`
+:class:`Refusal` rows for requests a policy plugin refused; :class:`BatchJob` rows, one per job key of
+``provgen batch`` (what makes a re-run skip what is done); the append-only hash chain :class:`AuditEntry`
 over all of those; and signed :class:`Checkpoint` rows of the chain head.
 
 The schema is owned by the Alembic revisions in ``migrations/versions``; ``Base.metadata.create_all`` is for
@@ -50,6 +51,8 @@ __all__ = [
     "AUDITED",
     "FINGERPRINT_KINDS",
     "Fingerprint",
+    "BatchJob",
+    "JOB_STATUSES",
     "UTCDateTime",
     "new_id",
     "utcnow",
@@ -420,6 +423,65 @@ class Fingerprint(Base):
         return f"Fingerprint(asset_id={self.asset_id!r}, kind={self.kind!r}, value={self.value!r})"
 
 
+#: states of a batch job: ``done`` (its generation is registered) or ``failed`` (with the reason)
+JOB_STATUSES = ("done", "failed")
+
+
+class BatchJob(Base):
+    """One job of ``provgen batch``, by its idempotency key: done (with its generation) or failed (with why).
+
+    A ``done`` row is inserted, or a ``failed`` row turned ``done``, in the same transaction as the generation's
+    records, and ``job_key`` is unique: a job is registered at most once, whatever crashes or runs in parallel.
+    ``request_sha256`` is the hash of the request the key was first used for, so a client ``job_id`` reused for
+    a different request is refused instead of skipped.
+    """
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    #: the client's ``job_id``, or ``sha256:`` + the hash of the request
+    job_key: Mapped[str] = mapped_column(String(255), unique=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    #: the generation that did the job (``done``); ``None`` while it has only failed
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"), index=True)
+    #: why the last attempt failed (kept when a later attempt succeeds)
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: attempts recorded so far (failures, plus the one that succeeded)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    #: the request as JSON (``GenerationRequest.to_dict()``, or the raw line when it did not parse)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    # declared for flush order only (see LineageEdge)
+    generation: Mapped[Generation | None] = relationship(lazy="raise")
+
+    @validates("id")
+    def _validate_id(self, key: str, value: str) -> str:
+        return _check_hex(f"batch_job.{key}", value, 32)
+
+    @validates("request_sha256")
+    def _validate_request_sha256(self, key: str, value: str) -> str:
+        return _check_hex(f"batch_job.{key}", value, 64)
+
+    @validates("job_key")
+    def _validate_job_key(self, key: str, value: str) -> str:
+        if not isinstance(value, str) or not value or len(value) > 255:
+            raise ValidationError(f"batch_job.{key}",
+                                  f"must be a non-empty string of at most 255 characters, got {value!r}")
+        return value
+
+    @validates("status")
+    def _validate_status(self, key: str, value: str) -> str:
+        if value not in JOB_STATUSES:
+            raise ValidationError(f"batch_job.{key}", f"must be one of {', '.join(JOB_STATUSES)}, got {value!r}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"BatchJob(job_key={self.job_key!r}, status={self.status!r}, generation_id={self.generation_id!r})"
+
+
 class AuditEntry(Base):
     """One entry of the append-only audit log, a hash chain over every record written.
 
@@ -433,7 +495,7 @@ class AuditEntry(Base):
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    #: ``generation``, ``asset``, ``edge``, ``verification`` or ``refusal``
+    #: ``generation``, ``asset``, ``edge``, ``verification``, ``refusal``, ``fingerprint`` or ``job``
     record_type: Mapped[str] = mapped_column(String(32))
     record_id: Mapped[str] = mapped_column(String(64))
     #: ``insert`` or ``update`` (records are never deleted)
@@ -470,4 +532,5 @@ AUDITED: dict[str, type[Base]] = {
     "verification": Verification,
     "refusal": Refusal,
     "fingerprint": Fingerprint,
+    "job": BatchJob,
 }
