@@ -230,7 +230,8 @@ def _plan(jobs: list[Job], registry: Any, pending: list[Job], registry_jobs: Any
             continue
         state = states.get(job.job_key)
         if state is not None and state.status == "done":
-            if job.request is not None and state.request_sha256 != job.request_sha256:
+            if (job.request is not None and state.request_sha256 != job.request_sha256
+                    and not job.job_key.startswith("sha256:")):  # (a hashed key is the line itself)
                 yield JobResult(job.line, job.job_key, "failed",
                                 f"job_id {job.job_key!r} was done earlier for a different request "
                                 f"(generation {state.generation_id}); give this request a new job_id",

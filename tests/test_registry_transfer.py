@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text
 
 from provgen.cli.main import cli
 from provgen.core.errors import RegistryError
-from provgen.provenance.registry import Asset, Fingerprint, Generation, Registry, head_revision, open_registry
+from provgen.provenance.registry import Asset, Fingerprint, Generation, Registry, head_revision, jobs, open_registry
 from provgen.provenance.registry.transfer import FORMAT, RECORD_TYPES, export_jsonl, import_jsonl
 from tests.conftest import fresh_postgres_database
 from tests.test_audit import _fill, _identity
@@ -81,6 +81,9 @@ def fill(registry: Registry, tmp_path: Path) -> dict[str, str]:
                             request={"prompt": "an x", "seed": None})
     with registry.transaction() as session:
         session.add(Fingerprint(asset_id=ids["asset0"], kind="dhash", value="0123456789abcdef"))
+    for _ in range(2):  # a failed batch job: inserted, then updated (attempt 2)
+        jobs.record_failure(registry, job_key="job-1", request_sha256="ab" * 32, request={"prompt": "p"},
+                            reason="`width`: bad")
     return ids
 
 
@@ -97,7 +100,7 @@ def test_export_import_export_is_identical(db_url, tmp_path):
     header = lines[0]
     assert header["type"] == "header" and header["format"] == FORMAT and header["schema_revision"] == head_revision()
     assert header["counts"] == {"generation": 1, "asset": 4, "edge": 1, "verification": 2, "refusal": 1,
-                                "fingerprint": 1, "audit": 11, "checkpoint": 1}
+                                "fingerprint": 1, "job": 1, "audit": 13, "checkpoint": 1}
     assert header["head"] == {"seq": original.head_seq, "entry_hash": original.head_hash}
     assert [line["type"] for line in lines[1:4]] == ["audit", "generation", "audit"]  # entry, then its record
     [asset] = [line for line in lines if line["type"] == "asset" and line["path"] == "/moved/there.png"]
@@ -122,7 +125,7 @@ def test_export_import_export_is_identical(db_url, tmp_path):
         # the same file again: nothing new, nothing changed
         before = state(copy)
         again = import_text(copy, first)
-        assert sum(again.inserted.values()) == 0 and again.entries_known == 11 and state(copy) == before
+        assert sum(again.inserted.values()) == 0 and again.entries_known == 13 and state(copy) == before
 
 
 @pytest.mark.postgres
@@ -153,7 +156,7 @@ def test_newer_export_of_the_same_registry_adds_what_is_new(db_url, tmp_path):
         newer = export_text(source)
         result = import_text(copy, newer)
         assert result.inserted["generation"] == 1 and result.inserted["asset"] == 1
-        assert result.updated["asset"] == 1 and result.previous_head_seq == 11 and result.entries_known == 11
+        assert result.updated["asset"] == 1 and result.previous_head_seq == 13 and result.entries_known == 13
         assert copy.get_asset(ids["asset1"]).path == "/moved/again.png"
         assert without_time(export_text(copy)) == without_time(newer)
         assert copy.verify_chain().head_hash == source.verify_chain().head_hash
