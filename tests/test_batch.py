@@ -304,3 +304,32 @@ def test_sigkill_mid_batch_then_rerun_does_every_job_exactly_once(tiny_sd_dir: P
     on_disk = {p.name for p in out.iterdir() if p.name != ".provgen-batch.lock"}
     assert on_disk == {Path(a.path).name for a in assets}  # no orphan file, no .part, no record without file
     assert chain.ok, chain.problems
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
+    n = 8
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [
+        {"prompt": f"job {i}", "model": str(tiny_sd_dir), "seed": i, **TINY, "width": 128, "height": 128}
+        for i in range(n)
+    ])
+    out = tmp_path / "out"
+    env = {**os.environ, "PROVGEN_HOME": str(provgen_home), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "provgen.cli.main", "batch", str(jobs), "--out", str(out), "--json"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and len(list(out.glob("*.png"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again" in stderr and "Traceback" not in stderr
+    partial = json.loads(stdout)
+    assert partial["interrupted"] is True and partial["done"] + partial["not_run"] == n and partial["not_run"] > 0
+    assert not list(out.glob(".*.part"))  # the job that was interrupted cleaned up after itself
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads(rerun.stdout)
+    assert rerun.returncode == 0 and report["skipped"] == partial["done"] and report["done"] == n - partial["done"]
+    counts = registry_counts(sqlite_url(provgen_home))
+    assert (counts["generations"], counts["done"]) == (n, n)
+    assert len(list(out.glob("*.png"))) == n
