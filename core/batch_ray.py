@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provgen.core.errors import ValidationError
+from provgen.core.errors import ProvgenError, ValidationError
 
 if TYPE_CHECKING:
     from provgen.core.batch import JobResult
@@ -86,8 +86,12 @@ def run_on_ray(jobs: list[Job], settings: Settings, out: Path, *, workers: int, 
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # provgen's own bar counts jobs
-        gpus = float(ray.cluster_resources().get("GPU", 0))
-        cpus = float(ray.cluster_resources().get("CPU", 1))
+        resources = ray.cluster_resources()
+        gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 1))
+        # one CPU (and one GPU, if any) per actor; less when there are more actors than units, so that every
+        # actor of the pool can be scheduled (they then share)
+        num_cpus = min(1.0, cpus / workers)
+        num_gpus = min(1.0, gpus / workers) if gpus else 0
         threads = max(1, int(cpus // workers)) if address is None else 1
         dataset = ray.data.from_items([{"job": pickle.dumps(job)} for job in jobs], override_num_blocks=len(jobs))
         results = dataset.map_batches(
@@ -95,11 +99,16 @@ def run_on_ray(jobs: list[Job], settings: Settings, out: Path, *, workers: int, 
             fn_constructor_args=(settings, device, dtype, str(out), threads),
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
-            num_gpus=1 if gpus >= 1 else 0,
-            num_cpus=1,
+            num_gpus=num_gpus,
+            num_cpus=num_cpus,
         )
-        for row in results.iter_rows():
-            yield pickle.loads(row["result"])
+        try:
+            for row in results.iter_rows():
+                yield pickle.loads(row["result"])
+        except ray.exceptions.RayError as error:  # an actor died or could not start (e.g. a node lost)
+            detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise ProvgenError(f"the Ray run stopped: {type(error).__name__}: {detail}; jobs that finished are "
+                               "recorded, run the same command again to do the rest") from error
     finally:
         if started_here:
             ray.shutdown()
