@@ -67,8 +67,11 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -76,6 +79,7 @@ import numpy as np
 from PIL import Image
 
 from provgen.core.errors import WatermarkError
+from provgen.provenance import _parallel
 from provgen.provenance.watermark import (
     _DITHER_TILE,
     _K,
@@ -245,15 +249,143 @@ class _Field:
         return out
 
 
-_BAND_BYTES = 2**19  # embed works on bands of rows of about this size (float32), so temporaries stay in cache
+# embed sums what clipping takes back over bands of rows of about _BAND_BYTES (float32; other bands would give
+# other float32 sums, so other marked images), but computes on chunks of up to _CHUNK_BYTES: fewer and longer
+# numpy calls (less overhead per call, and two threads rarely wait for each other's GIL), still cache-sized
+_BAND_BYTES = 2**19
+_CHUNK_BYTES = 2**20
+
+Bands = list[tuple[int, int]]  # consecutive (first row, end row) bands
 
 
-def _chunk_rows(w: int) -> int:
-    """Rows per band of a (., w, 3) float32 image: a divisor of the rounding dither tile, <= _BAND_BYTES."""
+def _chunk_rows(w: int, limit: int = _BAND_BYTES) -> int:
+    """Rows per band of a (., w, 3) float32 image: a divisor of the rounding dither tile, <= limit bytes."""
     rows = _DITHER_TILE
-    while rows > 1 and rows * w * 3 * 4 > _BAND_BYTES:
+    while rows > 1 and rows * w * 3 * 4 > limit:
         rows //= 2
     return rows
+
+
+def _merge(groups: list[Bands], limit: int, key: Callable[[Bands], object] | None = None) -> list[Bands]:
+    """Consecutive groups of bands joined while the result spans at most limit rows and keeps one key (a group
+    longer than limit stays as it is)."""
+    out: list[Bands] = []
+    for group in groups:
+        if out and group[-1][1] - out[-1][0][0] <= limit and (key is None or key(out[-1]) == key(group)):
+            out[-1] = out[-1] + group
+        else:
+            out.append(list(group))
+    return out
+
+
+class _Rounding:
+    """One image's x + field (+ a correction) rounded with the keyed dither into uint8, a chunk of rows at a time
+    (cache-sized temporaries, no full-size float copy), for RobustWatermark._apply.
+
+    loss() adds up what clipping takes back and, while a correction looks unlikely (few values clipped so
+    far), rounds its rows at once, so an image without a correction is done in one pass; round() does the
+    rest. Both take work items that either of two threads may run: every value is computed by the same
+    float32 operations whichever thread computes it and whenever it is rounded, so the output is the same."""
+
+    def __init__(self, x: np.ndarray, field: _Field, ay: _Axis, key: int) -> None:
+        h, w = x.shape[:2]
+        self.x2, self.field, self.ay, self.h = x.reshape(h, w * 3), field, ay, h
+        self.rows = _chunk_rows(w)
+        self.chunk = max(self.rows, _chunk_rows(w, _CHUNK_BYTES))  # rows per chunk: whole bands
+        self.marked = np.empty_like(x)
+        self.dither = _dither_rows(key, w).reshape(_DITHER_TILE, w * 3)
+        r = math.ceil(field.reach) + 1  # only values within reach (|field| < r) of 0 or 255 can clip
+        # rows with such values: elsewhere 0 < x + field < 255 and 0 < x + field + dither < 256, so clipping
+        # changes nothing and is skipped
+        self.near = (self.x2.min(axis=1) < r) | (self.x2.max(axis=1) > 255 - r)
+        self.rounded = np.zeros(h, bool)  # rows whose output is floor(clip(x + field + dither)) already
+        self.lost_rows = np.zeros((len(ay.count), w * 3))  # float64 sums of what clipping takes back, per band
+        self.budget = _CLIP_FRACTION * x.size  # more values clipped than this: a correction is considered
+        self.seen = 0  # values clipped so far by both threads (a race may miss some: it only steers rounding)
+        self.correction: _Field | None = None
+        self._scratch = threading.local()
+
+    def _temporaries(self) -> np.ndarray:
+        """Two chunk-sized float32 arrays of the calling thread."""
+        if not hasattr(self._scratch, "tmp"):
+            self._scratch.tmp = np.empty((2, self.chunk, self.x2.shape[1]), np.float32)
+        return self._scratch.tmp
+
+    def _finish(self, o: np.ndarray, y0: int, y1: int, clip: bool) -> None:
+        """Rows y0:y1 of the output from o (their x + field, maybe corrected): + dither, clipped, truncated."""
+        a = y0
+        while a < y1:  # one tile of the dither at a time
+            b = min(y1, (a // _DITHER_TILE + 1) * _DITHER_TILE)
+            o[a - y0 : b - y0] += self.dither[a % _DITHER_TILE : a % _DITHER_TILE + b - a]
+            a = b
+        if clip:
+            np.clip(o, 0, 255, out=o)
+        self.marked.reshape(self.x2.shape)[y0:y1] = o  # truncates: floor(... + dither)
+
+    def loss_items(self) -> list[Bands]:
+        """Work items of loss(): runs of whole block rows, each cut into bands within one block row and one
+        dither tile (the bands over which the loss is summed in float32: they fix the marked image)."""
+        ay = self.ay
+        cuts = np.union1d(ay.starts, np.arange(0, self.h, self.rows)).tolist()
+        bands = list(zip(cuts, cuts[1:] + [self.h], strict=True))
+        block_rows = [list(g) for _, g in itertools.groupby(bands, key=lambda band: int(ay.block[band[0]]))]
+        return _merge(block_rows, self.chunk)
+
+    def loss(self, item: Bands) -> int:
+        """Add what clipping takes back from item's bands to lost_rows (a block row's bands are summed in order,
+        by one thread, as they are all in one item); return how many values clip."""
+        tmp, tmp2 = self._temporaries()
+        clipped = 0
+        for part in _merge([[band] for band in item], self.chunk):
+            c0, c1 = part[0][0], part[-1][1]
+            if not self.near[c0:c1].any():
+                continue
+            o = self.field.rows(c0, c1, tmp[: c1 - c0])
+            o += self.x2[c0:c1]
+            lost = np.clip(o, 0, 255, out=tmp2[: c1 - c0])
+            lost -= o  # what clipping takes back: +0.0 where nothing clips (counted faster as int32)
+            k = np.count_nonzero(lost.view(np.int32))
+            if k:  # (a band without clipping would add +0.0: nothing)
+                clipped += k
+                self.seen += k
+                for y0, y1 in part:  # float32 over <= 64 rows, then float64
+                    self.lost_rows[self.ay.block[y0]] += lost[y0 - c0 : y1 - c0].sum(axis=0)
+            if self.seen <= self.budget:  # no correction in sight: round these rows now
+                self._finish(o, c0, c1, True)
+                self.rounded[c0:c1] = True
+        return clipped
+
+    def _corrected(self, group: Bands) -> bool:
+        return self.correction is not None and bool(self.correction.live[group[0][0] : group[-1][1]].any())
+
+    def round_items(self) -> list[Bands]:
+        """Work items of round(): bands of `rows` rows (the correction applies to a whole band or not at all),
+        joined into chunks of bands alike (corrected or not; rounded already or not)."""
+
+        def kind(group: Bands) -> tuple[bool, bool]:
+            live = self._corrected(group)
+            return live, live or bool(self.rounded[group[0][0] : group[-1][1]].all())
+
+        bands = [[(y, min(self.h, y + self.rows))] for y in range(0, self.h, self.rows)]
+        return _merge(bands, self.chunk, kind)
+
+    def round(self, item: Bands) -> None:
+        """Output rows of item not rounded yet: floor(clip(x + field + dither)), or on corrected bands
+        floor(clip(clip(x + field) + correction + dither))."""
+        y0, y1 = item[0][0], item[-1][1]
+        live = self._corrected(item)
+        if not live and self.rounded[y0:y1].all():
+            return
+        tmp, tmp2 = self._temporaries()
+        o = self.field.rows(y0, y1, tmp[: y1 - y0])
+        o += self.x2[y0:y1]
+        clip = bool(self.near[y0:y1].any())
+        if self.correction is not None and live:
+            if clip:
+                np.clip(o, 0, 255, out=o)
+            o += self.correction.rows(y0, y1, tmp2[: y1 - y0])
+            clip = True  # the correction has a reach of its own
+        self._finish(o, y0, y1, clip)
 
 
 class RobustWatermark:
@@ -318,20 +450,29 @@ class RobustWatermark:
         """Return a marked copy of ``image`` (RGB, or RGBA with the alpha channel untouched)."""
         payload = _check_payload(payload, self.payload_bits)
         rgb, alpha = _embed_input(image, self.name, self.min_size)
-        x = np.asarray(rgb)
-        h, w = x.shape[:2]
+        rgb.load()  # before two threads read it (a lazily opened file is loaded once, here)
+        w, h = rgb.size
         beta = block_size(min(h, w))
         ay, ax = _axis(h, beta), _axis(w, beta)
+
+        def pixels() -> tuple[np.ndarray, np.ndarray]:
+            x = np.asarray(rgb)
+            return x, _block_means(x, ay, ax)
+
+        # the masking (mostly Pillow's reduce) runs on the pool meanwhile
+        (x, block_means), masking = _parallel.both(
+            pixels, lambda: _masking(rgb, ay, ax, _floor(min(h, w))), h * w >= _parallel.MIN_PIXELS
+        )
         cy, cx = ay.block[ay.starts] % _T, ax.block[ax.starts] % _T  # tile class of each block
         bits = self._slot_bits(payload)[:, cy[:, None], cx[None, :]]  # (nc, nby, nbx)
         dither = self._dither[:, cy[:, None], cx[None, :]]
         mat = _RGB2YCC[list(_CHANNELS)]  # (nc, 3)
-        means = np.tensordot(mat, _block_means(x, ay, ax), axes=([1], [2])) + 128.0  # (nc, nby, nbx)
+        means = np.tensordot(mat, block_means, axes=([1], [2])) + 128.0  # (nc, nby, nbx)
         q = dither + (2 * bits - 1) * self._delta / 4
         target = q + self._delta * np.round((means - q) / self._delta)
         # distortion-compensated QIM: flat blocks move only part of the way (the decoder reads the lattice and
         # needs no side information; the rest of the way is self-noise that the repetition averages out)
-        target = means + (target - means) * _masking(rgb, ay, ax, _floor(min(h, w)))[None]
+        target = means + (target - means) * masking[None]
         inv = _YCC2RGB[:, list(_CHANNELS)]  # (3, nc)
         change = np.tensordot(target - means, inv, axes=([0], [1]))  # (nby, nbx, 3) RGB
         v = _precompensate(change, ay, ax)  # values at the block centres
@@ -344,54 +485,30 @@ class RobustWatermark:
     def _apply(self, x: np.ndarray, field: _Field, ay: _Axis, ax: _Axis) -> np.ndarray:
         """x (h, w, 3) uint8 + field, rounded with the keyed dither into a new uint8 image.
 
-        If clipping (saturated colours) took back part of the change in more than _CLIP_FRACTION of the values,
-        and that moved some block's chroma mean by delta/8 or more, the shortfall is pushed once more (on the
-        clipped values) and the rows it touches are rounded again. Works a band of rows at a time (cache-sized
-        temporaries, no full-size float copy)."""
-        h, w = x.shape[:2]
-        x2, marked = x.reshape(h, w * 3), np.empty_like(x)
-        m2 = marked.reshape(h, w * 3)
-        dither = _dither_rows(self.key, w).reshape(_DITHER_TILE, w * 3)
-        rows = _chunk_rows(w)  # bands: within one block row (for the clipping loss) and one band of the dither
-        cuts = np.union1d(ay.starts, np.arange(0, h, rows)).tolist()
-        tmp, tmp2 = np.empty((2, rows, w * 3), np.float32)
-        r = math.ceil(field.reach) + 1  # only values within reach (|field| < r) of 0 or 255 can clip
-        lost_rows, clipped = np.zeros((len(ay.count), w * 3)), 0
-        for y0, y1 in zip(cuts, cuts[1:] + [h], strict=True):
-            xs = x2[y0:y1]
-            o = field.rows(y0, y1, tmp[: y1 - y0])
-            o += xs
-            if _CLIP_ITER > 0 and (xs.min() < r or xs.max() > 255 - r):
-                lost = np.clip(o, 0, 255, out=tmp2[: y1 - y0])
-                lost -= o  # what clipping takes back
-                k = np.count_nonzero(lost.view(np.int32))  # +0.0 where nothing clips (faster as int32)
-                if k:
-                    clipped += k
-                    lost_rows[ay.block[y0]] += lost.sum(axis=0)  # float32 over <= 64 rows, then float64
-            o += dither[y0 % _DITHER_TILE : y0 % _DITHER_TILE + y1 - y0]
-            np.clip(o, 0, 255, out=o)
-            m2[y0:y1] = o  # truncates: floor(x + field + dither)
-        if clipped <= _CLIP_FRACTION * x.size:
-            return marked
+        If clipping (saturated colours) would take back part of the change in more than _CLIP_FRACTION of the
+        values, and that moved some block's chroma mean by delta/8 or more, the shortfall is pushed once more
+        (on the clipped values): the bands of rows it touches are rounded from clip(x + field) + correction.
+        Two passes over chunks of rows (see _Rounding): what clipping takes back, then the rounding. On images
+        of _parallel.MIN_PIXELS or more two threads share each pass."""
+        job = _Rounding(x, field, ay, self.key)
+        parallel = x.shape[0] * x.shape[1] >= _parallel.MIN_PIXELS
+        if _CLIP_ITER > 0 and job.near.any():
+            if sum(_parallel.run_items(job.loss, job.loss_items(), parallel)) > job.budget:
+                job.correction = self._correction(job.lost_rows, ay, ax)
+        _parallel.run_items(job.round, job.round_items(), parallel)
+        return job.marked
+
+    def _correction(self, lost_rows: np.ndarray, ay: _Axis, ax: _Axis) -> _Field | None:
+        """The field that pushes once more what clipping took back (lost_rows: (nby, 3w) per block row and
+        value column), or None when no block's chroma mean missed its target by delta/8 or more."""
+        w = lost_rows.shape[1] // 3
         loss = np.add.reduceat(lost_rows.reshape(-1, w, 3), ax.starts, axis=1)
         loss /= np.multiply.outer(ay.count, ax.count)[..., None]
         miss = -np.tensordot(_RGB2YCC[list(_CHANNELS)], loss, axes=([1], [2]))  # (nc, nby, nbx)
         if np.abs(miss).max() < self._delta / 8:
-            return marked
+            return None
         change = np.tensordot(miss, _YCC2RGB[:, list(_CHANNELS)], axes=([0], [1]))
-        correction = _Field(_precompensate(change, ay, ax), ay, ax, sparse=True)
-        for y0 in range(0, h, rows):  # x + field, clipped, + correction, rounded again where it changes
-            y1 = min(h, y0 + rows)
-            if not correction.live[y0:y1].any():
-                continue
-            o = field.rows(y0, y1, tmp[: y1 - y0])
-            o += x2[y0:y1]
-            np.clip(o, 0, 255, out=o)
-            o += correction.rows(y0, y1, tmp2[: y1 - y0])
-            o += dither[y0 % _DITHER_TILE : y0 % _DITHER_TILE + y1 - y0]
-            np.clip(o, 0, 255, out=o)
-            m2[y0:y1] = o
-        return marked
+        return _Field(_precompensate(change, ay, ax), ay, ax, sparse=True)
 
     @staticmethod
     def _distortion_scale(v: np.ndarray, ay: _Axis, ax: _Axis) -> float:

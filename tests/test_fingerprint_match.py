@@ -107,3 +107,22 @@ def test_fingerprints_equal_the_separate_hashes() -> None:
     for array in (data.astronaut(), data.coffee(), data.camera()):
         image = Image.fromarray(array).convert("RGB")
         assert fingerprints(image) == (phash(image), dhash(image))
+
+
+@pytest.mark.parametrize("min_pixels", [1, 2**62])
+def test_fingerprints_on_two_threads_are_imagehash_values(min_pixels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large images hash on two threads (pHash and dHash at once): the values stay imagehash's, so stored hashes
+    stay comparable. min_pixels=1 puts every image on two threads, 2**62 none."""
+    import imagehash
+    import numpy as np
+
+    from provgen.provenance import _parallel
+    from provgen.provenance.fingerprint import fingerprints
+
+    monkeypatch.setattr(_parallel, "MIN_PIXELS", min_pixels)
+    rng = np.random.default_rng(3)
+    for size in ((1024, 1024), (777, 300), (64, 64)):
+        base = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        image = Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
+        gray = image.convert("L")
+        assert fingerprints(image) == (str(imagehash.phash(gray)), str(imagehash.dhash(gray)))

@@ -270,6 +270,118 @@ def test_rgba_keeps_alpha_and_grayscale_becomes_rgb() -> None:
     assert gray.mode == "RGB" and payload_of(gray) == PAYLOAD
 
 
+# ---------------------------------------------------------------------------------- fast embedding, same bytes
+
+
+def reference_apply(self: RobustWatermark, x: np.ndarray, field, ay, ax) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """RobustWatermark._apply as it was before it was chunked and split over threads: one band loop (x + field
+    + dither, the clipping loss summed per band), then the corrected bands rounded again."""
+    import math
+
+    from provgen.provenance import wm1
+
+    h, w = x.shape[:2]
+    x2, marked = x.reshape(h, w * 3), np.empty_like(x)
+    m2 = marked.reshape(h, w * 3)
+    dither = wm1._dither_rows(self.key, w).reshape(wm1._DITHER_TILE, w * 3)
+    rows = wm1._chunk_rows(w)
+    cuts = np.union1d(ay.starts, np.arange(0, h, rows)).tolist()
+    tmp, tmp2 = np.empty((2, rows, w * 3), np.float32)
+    r = math.ceil(field.reach) + 1
+    lost_rows, clipped = np.zeros((len(ay.count), w * 3)), 0
+    for y0, y1 in zip(cuts, cuts[1:] + [h], strict=True):
+        xs = x2[y0:y1]
+        o = field.rows(y0, y1, tmp[: y1 - y0])
+        o += xs
+        if xs.min() < r or xs.max() > 255 - r:
+            lost = np.clip(o, 0, 255, out=tmp2[: y1 - y0])
+            lost -= o
+            k = np.count_nonzero(lost.view(np.int32))
+            if k:
+                clipped += k
+                lost_rows[ay.block[y0]] += lost.sum(axis=0)
+        o += dither[y0 % wm1._DITHER_TILE : y0 % wm1._DITHER_TILE + y1 - y0]
+        np.clip(o, 0, 255, out=o)
+        m2[y0:y1] = o
+    correction = self._correction(lost_rows, ay, ax) if clipped > wm1._CLIP_FRACTION * x.size else None
+    for y0 in range(0, h, rows) if correction is not None else ():
+        y1 = min(h, y0 + rows)
+        if not correction.live[y0:y1].any():
+            continue
+        o = field.rows(y0, y1, tmp[: y1 - y0])
+        o += x2[y0:y1]
+        np.clip(o, 0, 255, out=o)
+        o += correction.rows(y0, y1, tmp2[: y1 - y0])
+        o += dither[y0 % wm1._DITHER_TILE : y0 % wm1._DITHER_TILE + y1 - y0]
+        np.clip(o, 0, 255, out=o)
+        m2[y0:y1] = o
+    return marked
+
+
+def clipping_mix(width: int, height: int) -> Image.Image:
+    """Light texture with a few black pixels on top (little clipping: rounded in the first pass), a saturated
+    block lower left (much clipping: a correction, which also covers rows rounded already)."""
+    rng = np.random.default_rng(5)
+    x = np.full((height, width, 3), 128, np.uint8) + rng.integers(0, 20, (height, width, 1)).astype(np.uint8)
+    x[rng.integers(0, height // 4, 40), rng.integers(0, width, 40)] = 0
+    x[height // 2 :, : width // 2] = (255, 0, 40)
+    return Image.fromarray(x)
+
+
+def saturated_halves(width: int, height: int) -> Image.Image:
+    """A grey ramp (no value near 0 or 255: nothing to clip) over saturated magenta."""
+    x = np.empty((height, width, 3), np.uint8)
+    x[:] = (250, 10, 250)
+    x[: height // 2] = np.linspace(80, 170, width)[None, :, None].astype(np.uint8)
+    return Image.fromarray(x)
+
+
+EMBED_CASES = {
+    "flat-saturated": lambda: Image.new("RGB", (300, 200), (255, 0, 40)),
+    "halves": lambda: saturated_halves(320, 256),
+    "mix": lambda: clipping_mix(320, 256),
+    "mix-777x1024": lambda: clipping_mix(777, 1024),
+    "wide-mix": lambda: clipping_mix(1500, 200),
+    "pink": lambda: pink(320, 256, 1),
+    "scene-rgba": lambda: scene(256, 320, 2).convert("RGBA"),
+    "small": lambda: scene(100, 80, 3),
+}
+
+
+@pytest.mark.parametrize("name", list(EMBED_CASES))
+def test_embedding_gives_the_bytes_of_the_reference_loop(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked, two-pass, two-thread rounding changes no byte, with or without the clipping correction,
+    whether rows are rounded in the first pass or the second, on one thread or two."""
+    from provgen.provenance import _parallel, wm1
+
+    image = EMBED_CASES[name]()
+    with monkeypatch.context() as patch:
+        patch.setattr(RobustWatermark, "_apply", reference_apply)
+        expected = WM.embed(image, PAYLOAD).tobytes()
+    for min_pixels, chunk_bytes in ((1, wm1._CHUNK_BYTES), (2**62, wm1._CHUNK_BYTES), (1, 2**16)):
+        monkeypatch.setattr(_parallel, "MIN_PIXELS", min_pixels)  # 1: every image on two threads
+        monkeypatch.setattr(wm1, "_CHUNK_BYTES", chunk_bytes)
+        assert WM.embed(image, PAYLOAD).tobytes() == expected, (min_pixels, chunk_bytes)
+
+
+def test_parallel_helpers_keep_order_and_raise() -> None:
+    from provgen.provenance import _parallel
+
+    assert _parallel.run_items(lambda i: i * i, range(200)) == [i * i for i in range(200)]
+    assert _parallel.run_items(lambda i: i, [], parallel=True) == []
+    assert _parallel.both(lambda: "f", lambda: "g") == ("f", "g")
+
+    def fail_at_150(i: int) -> int:
+        if i == 150:
+            raise ValueError("item 150")
+        return i
+
+    with pytest.raises(ValueError, match="item 150"):
+        _parallel.run_items(fail_at_150, range(200))
+    with pytest.raises(ZeroDivisionError):
+        _parallel.both(lambda: 1, lambda: 1 // 0)
+
+
 # -------------------------------------------------------------------------------------- false positives
 
 
