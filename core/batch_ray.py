@@ -13,6 +13,7 @@ docs/batch.md. ``PROVGEN_*`` and ``HF_*`` variables of the driver are passed to 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ def run_on_ray(jobs: list[Job], settings: Settings, out: Path, *, workers: int, 
     if not ray.is_initialized():
         env = {k: v for k, v in os.environ.items() if k.startswith(_PASSED_ENV)}
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      runtime_env={"env_vars": env} if env else None)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ValidationError("address", f"cannot start or join Ray at {address or 'this machine'}: "
@@ -86,6 +87,7 @@ def run_on_ray(jobs: list[Job], settings: Settings, out: Path, *, workers: int, 
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # provgen's own bar counts jobs
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # (it warns that the bars are off)
         resources = ray.cluster_resources()
         gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 1))
         # one CPU (and one GPU, if any) per actor; less when there are more actors than units, so that every
