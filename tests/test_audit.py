@@ -16,7 +16,7 @@ from sqlalchemy import text
 from provgen.cli.main import cli
 from provgen.core.errors import RegistryError, ValidationError
 from provgen.provenance.keys import ensure_dev_keys, load_dev_identity
-from provgen.provenance.registry import Fingerprint, LineageEdge, Registry, audit, open_registry
+from provgen.provenance.registry import Fingerprint, LineageEdge, Registry, audit, jobs, open_registry
 from provgen.provenance.registry.checkpoints import from_export, to_export
 from tests.test_registry import make_generation
 
@@ -174,6 +174,10 @@ def test_raw_row_hashing_equals_the_orm_row_hash_for_every_audited_table(registr
     )
     with registry.transaction() as session:
         session.add(Fingerprint(asset_id=generation.assets[0].id, kind="dhash", value="00ff00ff00ff00ff"))
+    with registry.transaction() as session:  # a batch job done by that generation, with a non-ASCII key
+        jobs.claim(session, job_key="lot-ünï 1", request_sha256="cd" * 32, request={"prompt": "p", "seed": None},
+                   generation_id=generation.id)
+    jobs.record_failure(registry, job_key="j2", request_sha256="ef" * 32, request={"line": "{bad"}, reason="x")
     with registry.engine.connect() as conn:
         for record_type, table in audit._TABLES.items():
             hasher, ordered = audit._RawRecordHasher(conn, record_type), table.select().order_by(table.c.id)
