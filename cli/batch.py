@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from provgen.cli._common import emit_json, json_option, settings_from
+from provgen.cli._common import emit_json, json_option, settings_from, signing_options
 from provgen.core.batch import ENGINES, BatchSummary
 
 
@@ -25,10 +25,7 @@ from provgen.core.batch import ENGINES, BatchSummary
 @click.option("--user", default=None, help="Requester recorded for lines without a `user` (default: PROVGEN_USER).")
 @click.option("--device", default=None, help="torch device for every worker (default: best available).")
 @click.option("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on CUDA).")
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Signing certificate chain (PEM, leaf first) instead of the development keys.")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Private key (PEM) for --cert.")
+@signing_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary (failures are still printed).")
 def batch(jobs: Path, output_dir: Path, workers: int, engine: str, address: str | None, fail_fast: bool,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from provgen.cli._common import emit_json, json_option, settings_from
-from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
+from provgen.cli._common import emit_json, json_option, settings_from, signing_options
+from provgen.core.request import OUTPUT_FORMATS, GenerationRequest, conditioning_options
 
 
 @click.command()
@@ -60,10 +60,7 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest
 @click.option("--user", default=None, help="Requester recorded in the registry (default: PROVGEN_USER or login).")
 @click.option("--device", default=None, help="torch device: cuda, cuda:N, mps or cpu (default: best available).")
 @click.option("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on CUDA).")
-@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Signing certificate chain (PEM, leaf first) instead of the development keys.")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Private key (PEM) for --cert.")
+@signing_options
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def generate(prompt: str, model: str | None, negative_prompt: str | None, width: int | None, height: int | None,
@@ -83,8 +80,9 @@ def generate(prompt: str, model: str | None, negative_prompt: str | None, width:
         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
         num_images=num_images, scheduler=scheduler, output_dir=output_dir, format=fmt, quality=quality,
         postprocess=postprocess, init_image=init_image, strength=strength, mask=mask, user=user,
-        plugin_options=_conditioning_options(lora, controlnet, control_guidance_start, control_guidance_end,
-                                             ip_adapter),
+        plugin_options=conditioning_options(lora=lora or None, controlnet=controlnet or None,
+                                            control_guidance_start=control_guidance_start,
+                                            control_guidance_end=control_guidance_end, ip_adapter=ip_adapter or None),
     )
     request.check_inputs()  # fail on bad fields before torch is even imported
     engine = Engine(settings, device=device, dtype=dtype, progress=False if (as_json or quiet) else None)
@@ -99,20 +97,6 @@ def generate(prompt: str, model: str | None, negative_prompt: str | None, width:
         return
     for image in result.images:
         click.echo(f"{image.path}  asset={image.asset_id}  watermark={image.watermark_id:012x}  seed={image.seed}")
-
-
-def _conditioning_options(lora: tuple[str, ...], controlnet: tuple[str, ...], guidance_start: float | None,
-                          guidance_end: float | None, ip_adapter: tuple[str, ...]) -> dict[str, object]:
-    """``plugin_options`` for the built-in conditioners (plugins lora, controlnet, ip_adapter)."""
-    options: dict[str, object] = {}
-    if lora:
-        options["lora"] = list(lora)
-    if controlnet or guidance_start is not None or guidance_end is not None:
-        options["controlnet"] = {"units": list(controlnet), "guidance_start": guidance_start,
-                                 "guidance_end": guidance_end}
-    if ip_adapter:
-        options["ip_adapter"] = list(ip_adapter)
-    return options
 
 
 COMMANDS = [generate]

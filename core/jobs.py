@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from provgen.core.errors import ProvgenError, ValidationError
-from provgen.core.request import MAX_JOB_KEY, GenerationRequest
+from provgen.core.request import MAX_JOB_KEY, GenerationRequest, canonical_sha256, conditioning_options
 
 __all__ = ["Job", "read_jobs", "make_jobs", "job_from_fields", "JOB_FIELDS"]
 
@@ -61,23 +61,19 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _canonical(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def job_from_fields(line: int, data: Any, *, output_dir: Path, default_model: str | None = None,
                     user: str | None = None) -> Job:
     """The job of one parsed line (a JSON object); never raises for bad content (the job carries the error)."""
     if not isinstance(data, Mapping):
-        text = _canonical(data)
-        return Job(line, "sha256:" + _sha256(text), None, _sha256(text),
+        digest = canonical_sha256(data)
+        return Job(line, "sha256:" + digest, None, digest,
                    f"must be a JSON object with at least a `prompt`, got {type(data).__name__}", data)
-    canonical = _canonical(data)
+    digest = canonical_sha256(data)
     job_id = data.get("job_id")
     if job_id is None:
-        key = "sha256:" + _sha256(canonical)
+        key = "sha256:" + digest
     elif not isinstance(job_id, str) or not job_id.strip() or len(job_id) > MAX_JOB_KEY or not job_id.isprintable():
-        return Job(line, "sha256:" + _sha256(canonical), None, _sha256(canonical),
+        return Job(line, "sha256:" + digest, None, digest,
                    f"`job_id` must be a non-empty printable string of at most {MAX_JOB_KEY} "
                    f"characters, got {job_id!r}", dict(data))
     else:
@@ -86,7 +82,7 @@ def job_from_fields(line: int, data: Any, *, output_dir: Path, default_model: st
         request = _request(data, output_dir=output_dir, default_model=default_model, user=user, job_key=key)
         request.check_inputs()
     except ProvgenError as error:
-        return Job(line, key, None, _sha256(canonical), str(error), dict(data))
+        return Job(line, key, None, digest, str(error), dict(data))
     return Job(line, key, request, request.content_sha256(), None, dict(data))
 
 
@@ -119,26 +115,11 @@ def _request(data: Mapping[str, Any], *, output_dir: Path, default_model: str | 
     options = dict(values.pop("plugin_options", None) or {})
     if not isinstance(options, dict):
         raise ValidationError("plugin_options", "must be an object keyed by plugin name")
-    options.update(_conditioning(data))
+    options.update(conditioning_options(**{k: data[k] for k in _CONDITIONING if k in data}))
     values.setdefault("model", default_model)
     if values.get("user") is None and user is not None:
         values["user"] = user
     return GenerationRequest(**values, plugin_options=options, output_dir=output_dir, job_key=job_key)
-
-
-def _conditioning(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``plugin_options`` for the built-in conditioners, from the CLI shorthands (as ``provgen generate``)."""
-    options: dict[str, Any] = {}
-    for name in ("lora", "ip_adapter"):
-        if name in data:
-            value = data[name]
-            options[name] = [value] if isinstance(value, str) else value
-    if any(k in data for k in ("controlnet", "control_guidance_start", "control_guidance_end")):
-        units = data.get("controlnet", [])
-        options["controlnet"] = {"units": [units] if isinstance(units, str) else units,
-                                 "guidance_start": data.get("control_guidance_start"),
-                                 "guidance_end": data.get("control_guidance_end")}
-    return options
 
 
 def read_jobs(path: Path, *, output_dir: Path, default_model: str | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from provgen.core.errors import ValidationError
 
-__all__ = ["GenerationRequest", "OUTPUT_FORMATS", "MAX_SEED"]
+__all__ = ["GenerationRequest", "OUTPUT_FORMATS", "MAX_SEED", "canonical_sha256", "conditioning_options"]
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**63 - 1  # seeds are stored as signed 64-bit integers in the registry
@@ -78,8 +78,7 @@ class GenerationRequest:
         data = self.to_dict()
         for name in ("output_dir", "job_key"):
             data.pop(name, None)
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return canonical_sha256(data)
 
     def check_inputs(self) -> None:
         """Raise :class:`ValidationError` naming the first bad field. Pipeline-specific checks come later."""
@@ -149,6 +148,33 @@ class GenerationRequest:
             raise ValidationError(
                 "job_key", f"must be a non-empty printable string of at most {MAX_JOB_KEY} characters, "
                 f"got {self.job_key!r}")
+
+
+def canonical_sha256(data: Any) -> str:
+    """sha256 (hex) of ``data`` as canonical JSON: keys sorted, no spaces, UTF-8 (values JSON does not know as
+    strings). Request hashes and batch job keys are made with it, so it must stay byte-stable."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def conditioning_options(*, lora: Any = None, controlnet: Any = None, control_guidance_start: Any = None,
+                         control_guidance_end: Any = None, ip_adapter: Any = None) -> dict[str, Any]:
+    """``plugin_options`` for the built-in conditioners (plugins lora, controlnet, ip_adapter) from the
+    shorthands of ``provgen generate`` and of batch lines. ``None`` means not given; a single string stands for
+    a list of one; anything else is passed on as it is, for the plugin to check."""
+
+    def listed(value: Any) -> Any:
+        return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else value
+
+    options: dict[str, Any] = {}
+    if lora is not None:
+        options["lora"] = listed(lora)
+    if controlnet is not None or control_guidance_start is not None or control_guidance_end is not None:
+        options["controlnet"] = {"units": [] if controlnet is None else listed(controlnet),
+                                 "guidance_start": control_guidance_start, "guidance_end": control_guidance_end}
+    if ip_adapter is not None:
+        options["ip_adapter"] = listed(ip_adapter)
+    return options
 
 
 def _is_int(value: object) -> bool:

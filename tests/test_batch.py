@@ -262,17 +262,23 @@ def test_a_second_batch_into_the_same_folder_is_refused_while_one_runs(tmp_path:
         holder.release()
 
 
-def test_sigkill_mid_batch_then_rerun_does_every_job_exactly_once(tiny_sd_dir: Path, tmp_path: Path,
-                                                                   provgen_home: Path) -> None:
-    n = 12
+def batch_command(n: int, tiny_sd_dir: Path, tmp_path: Path, home: Path,
+                  *options: str) -> tuple[list[str], dict[str, str], Path]:
+    """``provgen batch`` of n 128² jobs as a separate process (command, environment, output folder): the
+    crash tests signal it from outside."""
     jobs = write_jobs(tmp_path / "jobs.jsonl", [
         {"prompt": f"job {i}", "model": str(tiny_sd_dir), "seed": i, **TINY, "width": 128, "height": 128}
         for i in range(n)
     ])
     out = tmp_path / "out"
-    env = {**os.environ, "PROVGEN_HOME": str(provgen_home), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "provgen.cli.main", "batch", str(jobs), "--out", str(out), "--workers", "2",
-               "--quiet"]
+    env = {**os.environ, "PROVGEN_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return [sys.executable, "-m", "provgen.cli.main", "batch", str(jobs), "--out", str(out), *options], env, out
+
+
+def test_sigkill_mid_batch_then_rerun_does_every_job_exactly_once(tiny_sd_dir: Path, tmp_path: Path,
+                                                                   provgen_home: Path) -> None:
+    n = 12
+    command, env, out = batch_command(n, tiny_sd_dir, tmp_path, provgen_home, "--workers", "2", "--quiet")
     process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -308,13 +314,7 @@ def test_sigkill_mid_batch_then_rerun_does_every_job_exactly_once(tiny_sd_dir: P
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
     n = 8
-    jobs = write_jobs(tmp_path / "jobs.jsonl", [
-        {"prompt": f"job {i}", "model": str(tiny_sd_dir), "seed": i, **TINY, "width": 128, "height": 128}
-        for i in range(n)
-    ])
-    out = tmp_path / "out"
-    env = {**os.environ, "PROVGEN_HOME": str(provgen_home), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "provgen.cli.main", "batch", str(jobs), "--out", str(out), "--json"]
+    command, env, out = batch_command(n, tiny_sd_dir, tmp_path, provgen_home, "--json")
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and len(list(out.glob("*.png"))) < 2:
@@ -333,3 +333,23 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tiny_sd_dir: Path, tmp_path: 
     counts = registry_counts(sqlite_url(provgen_home))
     assert (counts["generations"], counts["done"]) == (n, n)
     assert len(list(out.glob("*.png"))) == n
+
+
+def test_a_line_takes_the_conditioning_shorthands_of_generate(tmp_path: Path) -> None:
+    from provgen.core.jobs import job_from_fields
+    from provgen.core.request import conditioning_options
+
+    line = {"prompt": "p", "model": "m", "lora": "style.safetensors:0.7", "controlnet": ["cn=edges.png"],
+            "control_guidance_end": 0.8, "ip_adapter": "ip=ref.png"}
+    job = job_from_fields(1, line, output_dir=tmp_path)
+    assert job.error is None and job.request is not None
+    assert dict(job.request.plugin_options) == {
+        "lora": ["style.safetensors:0.7"],
+        "controlnet": {"units": ["cn=edges.png"], "guidance_start": None, "guidance_end": 0.8},
+        "ip_adapter": ["ip=ref.png"],
+    }
+    # what `provgen generate --lora ... --controlnet ... --control-guidance-end 0.8 --ip-adapter ...` builds
+    assert dict(job.request.plugin_options) == conditioning_options(
+        lora=("style.safetensors:0.7",), controlnet=("cn=edges.png",), control_guidance_end=0.8,
+        ip_adapter=("ip=ref.png",))
+    assert job_from_fields(2, {"prompt": "p", "model": "m"}, output_dir=tmp_path).request.plugin_options == {}
