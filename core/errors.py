@@ -23,6 +23,7 @@ __all__ = [
     "InputImageError",
     "PolicyRefused",
     "ReattachError",
+    "OutputError",
 ]
 
 
@@ -116,3 +117,8 @@ class ReattachError(ProvgenError):
     """``verify --reattach`` cannot re-attach a manifest to this file (nothing was written)."""
 
     exit_code = 2
+
+
+class OutputError(ProvgenError):
+    """An output file could not be written (disk full, file too large, no permission); nothing of the generation
+    was kept: no file, no record."""

@@ -293,13 +293,15 @@ class ManifestSigner:
                 text = f"{type(remote).__name__}: {remote}" if str(remote) else type(remote).__name__
                 raise SigningError(f"the remote signer `{self.identity.source}` failed: {text}") from remote
             raise self._signing_error(e, mime) from None
-        data = out.getvalue()
-        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, label_context)
+        data, store = out.getvalue(), bytes(store)
+        # the label is read from the manifest store c2pa returned (a few kB), not by parsing the signed file
+        # again: 0.4 ms instead of 1-1.3 ms for a 2.6 MB PNG
+        reader = c2pa.Reader.try_create("application/c2pa", io.BytesIO(store), None, label_context)
         if reader is None:
-            raise SigningError("c2pa produced a file without a manifest; this is a bug, please report it")
+            raise SigningError("c2pa produced no manifest store; this is a bug, please report it")
         with reader:
             label = json.loads(reader.json()).get("active_manifest")
-        return SignedImage(data=data, manifest_store=bytes(store), label=label)
+        return SignedImage(data=data, manifest_store=store, label=label)
 
     def _signing_error(self, e: c2pa.C2paError, mime: str = "") -> Exception:
         text = str(e)

@@ -29,15 +29,18 @@ def dhash(image: Image.Image) -> str:
     return str(imagehash.dhash(image.convert("RGB")))
 
 
-def fingerprints(image: Image.Image) -> tuple[str, str]:
+def fingerprints(image: Image.Image, parallel: bool = True) -> tuple[str, str]:
     """``(phash(image), dhash(image))`` with one grayscale conversion instead of two (same values: imagehash
     converts to grayscale first either way). On large images the two run on two threads: each is mostly one
-    Pillow resize (Lanczos, about 5 ms at 1024 x 1024), which releases the GIL."""
+    Pillow resize (Lanczos, about 5 ms at 1024 x 1024), which releases the GIL. ``parallel=False`` keeps both
+    on the calling thread (for a caller that already runs this on the shared pool)."""
     import imagehash
 
     gray = image.convert("L")
     ph, dh = _parallel.both(
-        lambda: imagehash.phash(gray), lambda: imagehash.dhash(gray), gray.width * gray.height >= _parallel.MIN_PIXELS
+        lambda: imagehash.phash(gray),
+        lambda: imagehash.dhash(gray),
+        parallel and gray.width * gray.height >= _parallel.MIN_PIXELS,
     )
     return str(ph), str(dh)
 

@@ -231,3 +231,49 @@ def test_each_scheduler_runs(tiny_sd_dir: Path, tmp_path: Path, name: str) -> No
                                              scheduler=name, **{**KW, "width": 64, "height": 64,
                                                                 "num_inference_steps": 4})
     assert result.scheduler == name
+
+
+WRITE_FAILS = r"""
+import json, resource, signal, sys
+from pathlib import Path
+from provgen.core import Engine
+from provgen.core.errors import OutputError
+
+model, out = sys.argv[1], Path(sys.argv[2])
+engine = Engine(progress=False)
+kw = dict(model=model, width=128, height=128, num_inference_steps=2, seed=5)
+engine.generate(prompt="first", output_dir=out / "first", **kw)  # registry, keys and model ready
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))
+try:
+    engine.generate(prompt="second", output_dir=out / "second", **kw)
+    error = None
+except OutputError as e:
+    error = str(e)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+third = engine.generate(prompt="third", output_dir=out / "third", **kw)
+print(json.dumps({"error": error, "third": str(third.images[0].path)}))
+"""
+
+
+def test_file_write_failure_keeps_nothing(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
+    """A real write failure (the file size limit, EFBIG) while the records are being built: a clear error, no
+    file, no temporary, no record; the same engine then works again."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", WRITE_FAILS, str(tiny_sd_dir), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["error"] is not None and "cannot write" in report["error"]
+    assert "File too large" in report["error"] and "nothing of this generation was kept" in report["error"]
+    second = tmp_path / "second"
+    assert not second.exists() or list(second.iterdir()) == []  # neither the file nor its .part temporary
+    assert rows(provgen_home, "generations") == 2 and rows(provgen_home, "assets") == 2  # first and third
+    with sqlite3.connect(provgen_home / "registry.db") as connection:
+        prompts = sorted(p for (p,) in connection.execute("SELECT prompt FROM generations"))
+    assert prompts == ["first", "third"]
+    assert Path(report["third"]).is_file()
