@@ -116,6 +116,7 @@ _MAX_TILES = 5  # decode reads at most this many tiles per axis (a central windo
 _CANDIDATES = 2  # (gain, phase) candidates at the fast-path block size that go on to the shift search
 _COARSE = 1.03  # block-size grid of the search (then refined +-1%)
 _REFINED = 3  # best-ranked (block size, gain, phase) of the search that are refined and shift-searched
+_FITS = 2  # phase-0 hypotheses of a resized, uncropped image (see _fits) that are refined
 _VITERBI_RANKED = 16  # shifts (best repetition coherence) whose Viterbi metric is computed
 _SHIFTS_CHECKED = 2  # cyclic tile shifts (best Viterbi metrics) whose check bits are tested per candidate
 _CLIP_ITER = 1  # correction passes (0 or 1) for blocks that clipping kept from reaching their target
@@ -537,6 +538,7 @@ class RobustWatermark:
         k = max(1, int(min(betas) / _A))
         span = int(_MAX_TILES * _T * max(betas)) + 2  # a central window of at most _MAX_TILES tiles per axis
         w, h = rgb.size
+        left = top = 0
         if w > span or h > span:
             left, top = max(0, (w - span) // 2), max(0, (h - span) // 2)
             rgb = rgb.crop((left, top, left + min(w, span), top + min(h, span)))
@@ -590,14 +592,14 @@ class RobustWatermark:
         zs = self._folds(integ, b0, 0.0, 0.0, _A, (1.0,))
         pool += [(self._sync_score(zs[0, :, :, py, :, px]), b0, 1.0, int(py), int(px))
                  for py, px in (np.unravel_index(f, stat.shape[1:]) for f in np.argsort(stat[0], axis=None)[::-1][:2])]
-        ranked = []
-        for beta in _coarse(betas):
-            zs = self._folds(integ, beta / k, 0.0, 0.0, _A, (1.0,))
-            if zs is not None:
-                best = self._score_phases(zs, (1.0,), _PHASES_SCORED // 2)[0]
-                ranked.append((best[0], beta / k, *best[1:]))
-        ranked.sort(key=lambda r: -r[0])
-        pool += ranked[:_REFINED]
+        pool += self._ranked(integ, [(b, _A, _PHASES_SCORED // 2) for b in _coarse(betas)], k)[:_REFINED]
+        pool += self._fits(integ, w, h, left, top, k, betas)[:_FITS]
+        if min(w, h) < 2 * _T * betas[0]:
+            # below two tiles across, a tile class holds one or two blocks and phase coherence says little, and on
+            # textured images the sync score only rises within a pixel of the true phase: the block sizes of a
+            # plain crop get every whole-pixel phase ranked by the lattice energy, whose best are sync-scored
+            crops = [(b, max(_A, int(np.ceil(b / k))), _PHASES_SCORED) for b in _crop_sizes(min(w, h))]
+            pool += self._ranked(integ, crops, k, energy=True)[:_REFINED]
         pool.sort(key=lambda r: -r[0])
         # refine every pooled hypothesis (the sync score only stands out once the phase is within a px or so),
         # then shift-search the _REFINED best refined ones; one that stands out (_SURE) is tried at once
@@ -621,6 +623,45 @@ class RobustWatermark:
             if found is not None:
                 return found
         return None
+
+    def _ranked(self, integ: list[np.ndarray], sizes: list[tuple[float, int, int]], k: int,
+                energy: bool = False) -> list[tuple[float, float, float, float, float]]:
+        """For each (block size, phases per side a, phases scored) the best phase at gain 1 by sync score among
+        those that rank best by phase coherence (or by lattice energy), best first, as pool entries (score,
+        block size, gain, py, px) in the reduced window (phases in b / _A)."""
+        ranked = []
+        for beta, a, phases in sizes:
+            zs = self._folds(integ, beta / k, 0.0, 0.0, a, (1.0,))
+            if zs is not None:
+                sc, g, py, px = self._score_phases(zs, (1.0,), phases, self._lattice_energy(zs) if energy else None)[0]
+                ranked.append((sc, beta / k, g, py * _A / a, px * _A / a))
+        ranked.sort(key=lambda r: -r[0])
+        return ranked
+
+    def _fits(self, integ: list[np.ndarray], w: int, h: int, left: int, top: int, k: int,
+              betas: tuple[float, ...]) -> list[tuple[float, float, float, int, int]]:
+        """Hypotheses of an image that was resized but not cropped, best sync score first: its grid still
+        starts at the top-left pixel and its shorter side still holds n blocks, where n = side / block_size(side)
+        of the original (16 to 48); n on a 1/4 grid, at gain 1. Scored at phase 0 only, so they are cheap, and
+        they find the scale where the phase-coherence ranking of the size search is fooled (one tile across).
+        Entries are (score, block size, gain, py, px) in the reduced window (phases in b / _A)."""
+        side, lo, hi = min(w, h), min(betas), max(betas)
+        found = []
+        for n in np.arange(_T, _PER_SIDE + 0.01, 0.25):
+            b = side / n
+            if not lo <= b <= hi:
+                continue
+            oy, ox = (-top) % b / k, (-left) % b / k
+            z = self._folds(integ, b / k, oy, ox, 1, (1.0,))
+            if z is not None:
+                found.append((b / k, oy, ox, z[0, :, :, 0, :, 0]))
+        if not found:
+            return []
+        scores = self._sync_scores(np.stack([f[3] for f in found]))
+        # phases as pool entries give them: in units of b / _A
+        out = [(float(sc), b, 1.0, oy * _A / b, ox * _A / b) for sc, (b, oy, ox, _) in zip(scores, found, strict=True)]
+        out.sort(key=lambda r: -r[0])
+        return out
 
     def _refine(self, integ: list[np.ndarray], b: float, gain: float, oy: float,
                 ox: float) -> tuple[float, np.ndarray | None]:
@@ -713,16 +754,30 @@ class RobustWatermark:
         energy = 0.5 * ((np.abs(zb) ** 2).sum(axis=(1, 2, 3))[:, None, None] - cross)  # sum of votes**2 per shift
         return ((soft * soft).sum(axis=1) / np.maximum(energy, 1e-12)).max(axis=(1, 2))
 
-    def _score_phases(self, zs: np.ndarray, gains: tuple[float, ...],
-                      phases: int = _PHASES_SCORED) -> list[tuple[float, float, int, int]]:
-        """(sync score, gain, py, px) of the `phases` best phases (phase coherence) of every gain of zs
-        (gains, nc, T, A, T, A), best score first."""
-        stat = _coherence(zs)  # (gains, A, A)
+    def _lattice_energy(self, zs: np.ndarray) -> np.ndarray:
+        """(gains, a, a) phase statistic of zs (gains, nc, T, a, T, a) for images about one tile across: the
+        best (over the cyclic tile shifts) share of the phasor energy that lies on the lattice points of either
+        bit, sum of votes**2 / sum of |z|**2 (about 1/2 off the sync, near 1 on it). It needs two small FFTs per
+        phase where the sync score needs one per coded bit, so every whole-pixel phase can be ranked."""
+        g, nc, _, a, _, _ = zs.shape
+        zb = zs.transpose(0, 3, 5, 1, 2, 4).reshape(g * a * a, nc, _T, _T)
+        zr = np.roll(zb[:, :, ::-1, ::-1], 1, axis=(2, 3))
+        cross = np.fft.ifft2((np.fft.fft2(zr * zr) * self._dither2_fft).sum(axis=1)).real
+        total = np.maximum((np.abs(zb) ** 2).sum(axis=(1, 2, 3)), 1e-12)
+        return (0.5 * (1 - cross.min(axis=(1, 2)) / total)).reshape(g, a, a)
+
+    def _score_phases(self, zs: np.ndarray, gains: tuple[float, ...], phases: int = _PHASES_SCORED,
+                      stat: np.ndarray | None = None) -> list[tuple[float, float, int, int]]:
+        """(sync score, gain, py, px) of the `phases` best phases of every gain of zs (gains, nc, T, A, T, A)
+        by `stat` (gains, A, A; default: phase coherence), best score first."""
+        stat = _coherence(zs) if stat is None else stat
         keys = []
         for gi in range(len(gains)):
-            for flat in np.argsort(stat[gi], axis=None)[::-1][:phases]:
-                py, px = np.unravel_index(flat, stat.shape[1:])
-                keys.append((gi, int(py), int(px)))
+            best = [(int(py), int(px)) for py, px in
+                    (np.unravel_index(f, stat.shape[1:]) for f in np.argsort(stat[gi], axis=None)[::-1][:phases])]
+            if (0, 0) not in best:  # an image that was not cropped keeps phase 0: always scored
+                best.append((0, 0))
+            keys += [(gi, py, px) for py, px in best]
         scores = self._sync_scores(np.stack([zs[gi, :, :, py, :, px] for gi, py, px in keys]))
         out = [(float(sc), gains[gi], py, px) for sc, (gi, py, px) in zip(scores, keys, strict=True)]
         out.sort(key=lambda r: -r[0])
@@ -816,6 +871,20 @@ def _hypotheses(min_side: int) -> tuple[float, ...]:
     for i in range(max(len(up), len(down))):
         order += up[i : i + 1] + down[i : i + 1]
     return tuple(order)
+
+
+@lru_cache(maxsize=64)
+def _crop_sizes(min_side: int) -> list[float]:
+    """Block sizes of an image cropped (not resized) to keep >= 80% of its shorter side, on a 1% grid (the
+    search's 3% grid misses them by too much when the image is about one tile across)."""
+    sizes = sorted({round(block_size(min_side / c), 3) for c in np.linspace(0.8, 1.0, 81)})
+    out = [sizes[0]]
+    for b in sizes[1:]:
+        if b > out[-1] * 1.01:
+            out.append(b)
+    if sizes[-1] != out[-1]:
+        out.append(sizes[-1])
+    return out
 
 
 def _coarse(betas: tuple[float, ...]) -> list[float]:
