@@ -430,6 +430,25 @@ def test_unmarked_and_foreign_images_read_none() -> None:
     assert payload_of(WM.embed(scene(512, 512, 61), PAYLOAD), GridWatermark()) is None
 
 
+@pytest.mark.parametrize("size", [(128, 128), (200, 150), (256, 256), (384, 300), (700, 520), (1024, 1024)])
+def test_at_most_16_words_checked_per_image(size: tuple[int, int]) -> None:
+    """The false-positive bound (docs/watermark.md: N = 16 checked words, N * 2**-32 per image) holds whatever
+    the size: however many hypotheses are ranked and refined, at most 16 decoded words meet the check bits."""
+    method = RobustWatermark()
+    checked = []
+    info_bits = method._info_bits
+
+    def counting(payload: int) -> list[int]:
+        checked.append(payload)
+        return info_bits(payload)
+
+    method._info_bits = counting  # type: ignore[method-assign]
+    for image in (scene(*size, seed=70), pink(*size, seed=71)):
+        checked.clear()
+        assert payload_of(image, method) is None
+        assert 1 <= len(checked) <= 16, (size, len(checked))
+
+
 def test_another_key_reads_nothing(marked: dict) -> None:
     assert payload_of(marked["scene"][1], RobustWatermark(key=12345)) is None
 
