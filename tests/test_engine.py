@@ -49,6 +49,10 @@ def test_engine_keyword_call_and_cache(tiny_sd_dir: Path, tmp_path: Path) -> Non
     assert first.model_hash == second.model_hash
     assert first.images[0].asset_id != second.images[0].asset_id
     assert first.images[0].watermark_id != second.images[0].watermark_id
+    for result in (first, second):  # `provenance` is one window that holds the per-image stages, not `setup`
+        t = result.timings
+        assert {"setup", "watermark", "fingerprint", "encode", "sign", "register", "provenance"} <= set(t)
+        assert t["provenance"] >= t["watermark"] + t["encode"] + t["sign"] + t["register"] > 0
 
 
 def test_pre_watermark_image_is_bitwise_plain_diffusers(tiny_sd_dir: Path, tmp_path: Path) -> None:
