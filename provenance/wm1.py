@@ -639,7 +639,7 @@ class RobustWatermark:
         return ranked
 
     def _fits(self, integ: list[np.ndarray], w: int, h: int, left: int, top: int, k: int,
-              betas: tuple[float, ...]) -> list[tuple[float, float, float, int, int]]:
+              betas: tuple[float, ...]) -> list[tuple[float, float, float, float, float]]:
         """Hypotheses of an image that was resized but not cropped, best sync score first: its grid still
         starts at the top-left pixel and its shorter side still holds n blocks, where n = side / block_size(side)
         of the original (16 to 48); n on a 1/4 grid, at gain 1. Scored at phase 0 only, so they are cheap, and
@@ -743,16 +743,22 @@ class RobustWatermark:
 
     def _sync_scores(self, zb: np.ndarray) -> np.ndarray:
         """_sync_score of each of zb (n, nc, T, T), batched."""
-        zr = np.roll(zb[:, :, ::-1, ::-1], 1, axis=(2, 3))  # zr[u] = z[-u]
+        zr = _reversed(zb)
         fz = np.fft.fft2(zr)  # (n, nc, T, T)
         prod = fz[:, None, 0] * self._bit_fft[None, :, 0]
         for c in range(1, fz.shape[1]):
             prod += fz[:, None, c] * self._bit_fft[None, :, c]
         soft = np.fft.ifft2(prod).imag  # (n, coded, T, T): per shift
-        fz2 = np.fft.fft2(zr * zr)
-        cross = np.fft.ifft2((fz2 * self._dither2_fft).sum(axis=1)).real  # sum_t Re(z[t - s]^2 conj(d[t])^2)
-        energy = 0.5 * ((np.abs(zb) ** 2).sum(axis=(1, 2, 3))[:, None, None] - cross)  # sum of votes**2 per shift
+        cross, total = self._cross(zb, zr)
+        energy = 0.5 * (total[:, None, None] - cross)  # sum of votes**2 per shift
         return ((soft * soft).sum(axis=1) / np.maximum(energy, 1e-12)).max(axis=(1, 2))
+
+    def _cross(self, zb: np.ndarray, zr: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For zb (n, nc, T, T): (n, T, T) sum_t Re(z[t - s]^2 conj(d[t])^2) per cyclic shift s, and (n,) sum
+        of |z|**2; sum of votes**2 under shift s is half their difference. zr: _reversed(zb) if already made."""
+        zr = _reversed(zb) if zr is None else zr
+        cross = np.fft.ifft2((np.fft.fft2(zr * zr) * self._dither2_fft).sum(axis=1)).real
+        return cross, (np.abs(zb) ** 2).sum(axis=(1, 2, 3))
 
     def _lattice_energy(self, zs: np.ndarray) -> np.ndarray:
         """(gains, a, a) phase statistic of zs (gains, nc, T, a, T, a) for images about one tile across: the
@@ -761,10 +767,8 @@ class RobustWatermark:
         phase where the sync score needs one per coded bit, so every whole-pixel phase can be ranked."""
         g, nc, _, a, _, _ = zs.shape
         zb = zs.transpose(0, 3, 5, 1, 2, 4).reshape(g * a * a, nc, _T, _T)
-        zr = np.roll(zb[:, :, ::-1, ::-1], 1, axis=(2, 3))
-        cross = np.fft.ifft2((np.fft.fft2(zr * zr) * self._dither2_fft).sum(axis=1)).real
-        total = np.maximum((np.abs(zb) ** 2).sum(axis=(1, 2, 3)), 1e-12)
-        return (0.5 * (1 - cross.min(axis=(1, 2)) / total)).reshape(g, a, a)
+        cross, total = self._cross(zb)
+        return (0.5 * (1 - cross.min(axis=(1, 2)) / np.maximum(total, 1e-12))).reshape(g, a, a)
 
     def _score_phases(self, zs: np.ndarray, gains: tuple[float, ...], phases: int = _PHASES_SCORED,
                       stat: np.ndarray | None = None) -> list[tuple[float, float, int, int]]:
@@ -825,6 +829,11 @@ def _masking(rgb: Image.Image, ay: _Axis, ax: _Axis, floor: float) -> np.ndarray
     return (floor + (1 - floor) * np.minimum(1.0, act / _TEXTURE)).reshape(nby, nbx)
 
 
+def _reversed(zb: np.ndarray) -> np.ndarray:
+    """zb (n, nc, T, T) with both tile axes reversed cyclically: out[u] = z[-u] (correlations as FFT products)."""
+    return np.roll(zb[:, :, ::-1, ::-1], 1, axis=(2, 3))
+
+
 def _coherence(zs: np.ndarray) -> np.ndarray:
     """(gains, a, a) sync statistic of folded phasors zs (gains, nc, T, a, T, a): sum over classes of |class sum|
     after removing the phasor common to all classes of a channel. The dither makes the classes' phases
@@ -874,7 +883,7 @@ def _hypotheses(min_side: int) -> tuple[float, ...]:
 
 
 @lru_cache(maxsize=64)
-def _crop_sizes(min_side: int) -> list[float]:
+def _crop_sizes(min_side: int) -> tuple[float, ...]:
     """Block sizes of an image cropped (not resized) to keep >= 80% of its shorter side, on a 1% grid (the
     search's 3% grid misses them by too much when the image is about one tile across)."""
     sizes = sorted({round(block_size(min_side / c), 3) for c in np.linspace(0.8, 1.0, 81)})
@@ -884,7 +893,7 @@ def _crop_sizes(min_side: int) -> list[float]:
             out.append(b)
     if sizes[-1] != out[-1]:
         out.append(sizes[-1])
-    return out
+    return tuple(out)
 
 
 def _coarse(betas: tuple[float, ...]) -> list[float]:
