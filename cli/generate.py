@@ -21,8 +21,9 @@ from provgen.core.request import OUTPUT_FORMATS, GenerationRequest, conditioning
 @click.option("--height", "-H", type=int, default=None, help="Height in pixels (multiple of 8; default: model's).")
 @click.option("--steps", "num_inference_steps", type=int, default=30, show_default=True,
               help="Number of denoising steps.")
-@click.option("--guidance", "--cfg", "guidance_scale", type=float, default=7.5, show_default=True,
-              help="Classifier-free guidance scale.")
+@click.option("--guidance", "--cfg", "guidance_scale", type=float, default=None,
+              help="Classifier-free guidance scale.  [default: the model's recommended scale (`provgen models "
+                   "list`), else 7.5]")
 @click.option("--seed", type=int, default=None, help="Random seed (default: random, recorded).")
 @click.option("--num-images", "-N", type=int, default=1, show_default=True, help="Images to generate.")
 @click.option("--scheduler", "-s", default=None,

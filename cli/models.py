@@ -37,13 +37,16 @@ def models_list(as_json: bool) -> None:
             "path": str(path),
             "plugin": entry.plugin,
             "description": entry.item.description,
+            "guidance_scale": entry.item.guidance_scale,
         })
     if as_json:
         emit_json(rows)
         return
     for row in rows:
         mark = " (default)" if row["default"] else ""
-        click.echo(f"{row['name']}{mark}: {row['pipeline_class']}, {row['size_mb']} MB, sha256 {row['sha256']}")
+        guidance = "" if row["guidance_scale"] is None else f", guidance {row['guidance_scale']:g}"
+        click.echo(f"{row['name']}{mark}: {row['pipeline_class']}, {row['size_mb']} MB{guidance}, "
+                   f"sha256 {row['sha256']}")
         click.echo(f"    {row['description']}  [{row['path']}]")
 
 

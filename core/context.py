@@ -52,3 +52,6 @@ class GenerationContext:
     scratch: dict[str, Any] = field(default_factory=dict)
     #: wall-clock seconds per stage, filled by the engine and the provenance layer
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``content_sha256`` of the request as submitted, before the engine filled in defaults that depend on the
+    #: loaded model (the guidance scale): a batch job is recorded under what the job asked for
+    submitted_sha256: str | None = None

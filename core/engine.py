@@ -24,7 +24,13 @@ from provgen.core.errors import PluginHookError, PolicyRefused, ValidationError
 from provgen.core.models import LoadedModel, load_pipeline, model_content_hash, resolve_model_path
 from provgen.core.plugins import call_hook, get_plugin_manager
 from provgen.core.policy import PolicyDecision, first_refusal
-from provgen.core.registries import apply_postprocessors, check_plugin_options, models, resolve_postprocessors
+from provgen.core.registries import (
+    apply_postprocessors,
+    check_plugin_options,
+    models,
+    recommended_guidance,
+    resolve_postprocessors,
+)
 from provgen.core.request import MAX_SEED, GenerationRequest
 from provgen.core.result import GenerationResult
 from provgen.core.schedulers import SchedulerChoice, available_schedulers, make_scheduler, resolve_scheduler
@@ -127,6 +133,9 @@ class Engine:
             self._refuse(request, *refusal)
         # 2. Load the pipeline (cached) and check what depends on it.
         model, pipeline = self.load(request.model)
+        submitted_sha256 = request.content_sha256()
+        if request.guidance_scale is None:  # recorded as the scale used, never as None
+            request = request.replace(guidance_scale=recommended_guidance(self.pm, request.model, model.path))
         width, height = _check_size(request, pipeline)
         scheduler = resolve_scheduler(self.pm, pipeline, request.scheduler)
         base_seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED - MAX_IMAGES_SLACK)
@@ -134,7 +143,8 @@ class Engine:
         if seeds[-1] > MAX_SEED:
             raise ValidationError("seed", f"seed + num_images - 1 must be at most {MAX_SEED}")
         context = GenerationContext(request=request, settings=self.settings, plugin_manager=self.pm, model=model,
-                                    pipeline=pipeline, scheduler=scheduler, seeds=seeds, width=width, height=height)
+                                    pipeline=pipeline, scheduler=scheduler, seeds=seeds, width=width, height=height,
+                                    submitted_sha256=submitted_sha256)
         context.timings["load"] = time.perf_counter() - started
         original_scheduler = pipeline.scheduler
         try:

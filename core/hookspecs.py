@@ -72,9 +72,10 @@ def register_models(register: Callable[..., None]) -> None:
     Called the first time a model name is resolved (``generate``, ``schedulers list``, ``models list``).
     A registered name wins over a hub id of the same spelling; a path that exists on disk wins over both.
 
-    :param register: call ``register(name, path, description="")`` where ``path`` is a local diffusers
-        folder (with ``model_index.json``). Registering a name twice raises
-        :class:`~provgen.core.errors.PluginError`.
+    :param register: call ``register(name, path, description="", guidance_scale=None)`` where ``path`` is a
+        local diffusers folder (with ``model_index.json``) and ``guidance_scale`` (0-100) the classifier-free
+        guidance a request gets when it names none, by this name or by this folder's path (``None``: 7.5).
+        Registering a name twice raises :class:`~provgen.core.errors.PluginError`.
     :return: nothing.
     """
 

@@ -50,11 +50,17 @@ class PostProcessor:
     validate: Callable[[str], None] | None = None
 
 
+#: guidance scale of a request that names none, for a model that registers no scale of its own (diffusers' default)
+DEFAULT_GUIDANCE = 7.5
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     path: Path
     description: str = ""
+    #: classifier-free guidance scale a request gets when it names none (``None``: the engine's 7.5)
+    guidance_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,24 @@ def postprocessors(pm: pluggy.PluginManager) -> dict[str, Registered]:
 
 def models(pm: pluggy.PluginManager) -> dict[str, Registered]:
     """Models registered by name (``register_models``)."""
-    return collect(pm, "register_models", lambda name, path, description="": ModelEntry(name, Path(path), description),
-                   lambda m: m.name)
+    return collect(pm, "register_models", _model_entry, lambda m: m.name)
+
+
+def _model_entry(name: str, path: str | Path, description: str = "", guidance_scale: float | None = None) -> ModelEntry:
+    """The ``register`` signature of ``register_models``."""
+    if guidance_scale is not None and (isinstance(guidance_scale, bool) or not 0 <= float(guidance_scale) <= 100):
+        raise ValueError(f"guidance_scale of model {name!r} must be a number from 0 to 100, got {guidance_scale!r}")
+    return ModelEntry(name, Path(path), description, None if guidance_scale is None else float(guidance_scale))
+
+
+def recommended_guidance(pm: pluggy.PluginManager, model: str, path: Path) -> float:
+    """The guidance scale for a request that names none: the registered model's (by name, or by its folder when
+    the request gave the path), else :data:`DEFAULT_GUIDANCE`."""
+    entries = [r.item for r in models(pm).values()]
+    for entry in [e for e in entries if e.name == model] + [e for e in entries if e.path.resolve() == path.resolve()]:
+        if entry.guidance_scale is not None:
+            return entry.guidance_scale
+    return DEFAULT_GUIDANCE
 
 
 def conditioners(pm: pluggy.PluginManager) -> dict[str, Registered]:

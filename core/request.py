@@ -36,7 +36,8 @@ class GenerationRequest:
     width: int | None = None
     height: int | None = None
     num_inference_steps: int = 30
-    guidance_scale: float = 7.5
+    #: classifier-free guidance; ``None`` = the model's recommended scale (``register_models``), else 7.5
+    guidance_scale: float | None = None
     seed: int | None = None
     num_images: int = 1
     scheduler: str | None = None
@@ -105,7 +106,7 @@ class GenerationRequest:
             raise ValidationError(
                 "num_inference_steps", f"must be an integer from 1 to 1000, got {self.num_inference_steps!r}"
             )
-        if (
+        if self.guidance_scale is not None and (
             isinstance(self.guidance_scale, bool)
             or not isinstance(self.guidance_scale, (int, float))
             or not 0 <= self.guidance_scale <= 100

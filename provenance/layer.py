@@ -476,7 +476,8 @@ class ProvenanceLayer:
         if request.job_key is not None:  # done with this generation, or rolled back with it
             from provgen.provenance.registry import jobs
 
-            jobs.claim(session, job_key=request.job_key, request_sha256=request.content_sha256(),
+            jobs.claim(session, job_key=request.job_key,
+                       request_sha256=context.submitted_sha256 or request.content_sha256(),
                        request=request.to_dict(), generation_id=generation_id)
         session.flush()  # constraint errors surface here, before any file is in place
         return hashes

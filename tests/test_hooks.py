@@ -84,6 +84,33 @@ def test_hook_register_models(tiny_sd_dir: Path, tmp_path: Path) -> None:
     assert "ddim" in engine.schedulers("tiny")
 
 
+def test_hook_register_models_guidance_scale(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    """A model registered with a guidance scale gives it to requests that name none; a bad one names the plugin."""
+    from provgen.core.errors import PluginHookError
+
+    class Plugin:
+        name = "tiny-models"
+
+        @hookimpl
+        def register_models(self, register):  # type: ignore[no-untyped-def]
+            register("tiny", tiny_sd_dir, guidance_scale=2.0)
+
+    fields = {k: v for k, v in KW.items() if k != "guidance_scale"}
+    engine = engine_with(Plugin())
+    result = engine.generate(prompt="a test", model="tiny", output_dir=tmp_path, **fields)
+    assert result.recipe["guidance_scale"] == 2.0
+
+    class Broken:
+        name = "broken-models"
+
+        @hookimpl
+        def register_models(self, register):  # type: ignore[no-untyped-def]
+            register("tiny", tiny_sd_dir, guidance_scale=500)
+
+    with pytest.raises(PluginHookError, match="plugin `broken-models` failed in hook `register_models`: .*0 to 100"):
+        engine_with(Broken()).generate(prompt="a test", model="tiny", output_dir=tmp_path, **fields)
+
+
 def test_hook_register_conditioners() -> None:
     class Plugin:
         @hookimpl
