@@ -76,6 +76,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft as _fft
 from PIL import Image
 
 from provgen.core.errors import WatermarkError
@@ -744,11 +745,13 @@ class RobustWatermark:
     def _sync_scores(self, zb: np.ndarray) -> np.ndarray:
         """_sync_score of each of zb (n, nc, T, T), batched."""
         zr = _reversed(zb)
-        fz = np.fft.fft2(zr)  # (n, nc, T, T)
+        # scipy's pocketfft, not numpy's: the same transform in single precision, about 3x faster on these
+        # batches of 16 x 16 arrays (0.19 vs 0.59 ms for one hypothesis' 172 inverse FFTs), which dominate decoding
+        fz = _fft.fft2(zr)  # (n, nc, T, T)
         prod = fz[:, None, 0] * self._bit_fft[None, :, 0]
         for c in range(1, fz.shape[1]):
             prod += fz[:, None, c] * self._bit_fft[None, :, c]
-        soft = np.fft.ifft2(prod).imag  # (n, coded, T, T): per shift
+        soft = _fft.ifft2(prod).imag  # (n, coded, T, T): per shift
         cross, total = self._cross(zb, zr)
         energy = 0.5 * (total[:, None, None] - cross)  # sum of votes**2 per shift
         return ((soft * soft).sum(axis=1) / np.maximum(energy, 1e-12)).max(axis=(1, 2))
@@ -757,7 +760,7 @@ class RobustWatermark:
         """For zb (n, nc, T, T): (n, T, T) sum_t Re(z[t - s]^2 conj(d[t])^2) per cyclic shift s, and (n,) sum
         of |z|**2; sum of votes**2 under shift s is half their difference. zr: _reversed(zb) if already made."""
         zr = _reversed(zb) if zr is None else zr
-        cross = np.fft.ifft2((np.fft.fft2(zr * zr) * self._dither2_fft).sum(axis=1)).real
+        cross = _fft.ifft2((_fft.fft2(zr * zr) * self._dither2_fft).sum(axis=1)).real
         return cross, (np.abs(zb) ** 2).sum(axis=(1, 2, 3))
 
     def _lattice_energy(self, zs: np.ndarray) -> np.ndarray:
