@@ -116,6 +116,47 @@ def test_checker_reads_clean_renders() -> None:
         assert accuracy[field] >= 0.98, accuracy
 
 
+def test_vae_ceiling_bounds_what_the_latent_space_allows(torch_one_thread: None) -> None:
+    """The evaluation's --vae-ceiling: clean renders through the shipped VAE, read by the checker."""
+    from provgen.plugins.shapes.evaluate import load, vae_ceiling
+
+    rng = random.Random(7)
+    prompts = [dataset.sample_prompt(rng) for _ in range(30)]
+    result = vae_ceiling(load(MODEL_DIR), prompts, batch=15)
+    ceiling = result["vae_ceiling"]
+    assert result["n"] == 30 and 0 < result["n_position"] <= 30
+    assert ceiling["colour"] >= 0.9 and ceiling["background"] >= 0.9 and ceiling["position"] >= 0.9, ceiling
+    assert ceiling["shape"] >= 0.7, ceiling  # the round trip keeps most shapes (stars are its weak class)
+    by_class = ceiling["shape_by_class"]
+    assert set(by_class) <= set(dataset.SHAPES) and all(0 <= v <= 1 for v in by_class.values())
+
+
+def test_training_continues_from_a_saved_folder(tmp_path: Path) -> None:
+    """train --init: two steps from the shipped model; the result is a loadable pipeline folder with the same
+    tokenizer files and VAE scaling factor, and the previous run's record kept under "init"."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    args = ["--init", str(MODEL_DIR), "--out", str(out), "--steps", "2", "--bs", "4", "--threads", "1",
+            "--seed", "3", "--warmup", "1", "--ckpt-every", "1000"]
+    proc = subprocess.run([sys.executable, "-m", "provgen.plugins.shapes.train", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"):
+        assert (out / name).read_bytes() == (MODEL_DIR / name).read_bytes(), name
+    record = json.loads((out / "training.json").read_text())
+    shipped = json.loads((MODEL_DIR / "training.json").read_text())
+    assert record["steps_done"] == 2 and record["init"] == shipped
+    assert record["scaling_factor"] == shipped["scaling_factor"]
+    vae_config = json.loads((out / "vae/config.json").read_text())
+    assert vae_config["scaling_factor"] == shipped["scaling_factor"]
+    from provgen.plugins.shapes.evaluate import generate, load
+
+    [image] = generate(load(out), ["a red circle on a blue background"], [0], steps=2)
+    assert image.size == (64, 64)
+
+
 def test_dataset_is_deterministic() -> None:
     first = [dataset.sample_prompt(random.Random(42)) for _ in range(2)]
     assert first[0] == first[1]

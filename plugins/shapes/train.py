@@ -12,6 +12,12 @@ Two phases, both on data rendered on the fly from ``dataset`` (nothing on disk):
    warm-up + cosine decay, EMA of UNet and text-encoder weights.
 Checkpoints (full pipeline folders, EMA weights) go to ``OUT/../model_ckpt`` every ``--ckpt-every`` steps,
 and the final one to ``OUT``, with ``training.json``.
+
+``--init DIR`` continues from a saved pipeline folder instead (phase 2 only: tokenizer, text encoder, UNet and
+VAE are loaded from DIR, the VAE encoder stays frozen and its scaling factor is kept, so the latent space does
+not move); the optimiser state is not saved in a folder, so the run starts a fresh AdamW with its own warm-up
+and cosine decay. DIR's ``training.json`` is kept under ``init`` in the new one, so the whole chain of runs
+and commands is recorded with the weights.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -163,7 +170,7 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- phases
-def train_vae(vae: Any, steps: int, rng: random.Random, log: list, bs: int = 12) -> Any:
+def train_vae(vae: Any, steps: int, rng: random.Random, log: list, bs: int = 12) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0, betas=(0.9, 0.99))
     vae.train()
     t0 = time.time()
@@ -190,11 +197,32 @@ def train_vae(vae: Any, steps: int, rng: random.Random, log: list, bs: int = 12)
                     "t": round(time.time() - t0, 1),
                 }
             )
+
+
+def freeze_encoder(vae: Any) -> torch.optim.Optimizer:
+    """Freeze the VAE encoder (the latent space the UNet learns must not move); return the decoder's optimiser."""
     vae.eval()
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
     dec_params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     return torch.optim.AdamW(dec_params, lr=5e-4, weight_decay=0.0, betas=(0.9, 0.99))
+
+
+def load_models(folder: Path) -> tuple[Any, Any, Any, Any]:
+    """Tokenizer, VAE, text encoder and UNet of a saved pipeline folder (to continue training it).
+
+    The tokenizer must be the folder's own: ``build_tokenizer`` can number two tie-breaking sub-word merges
+    differently from run to run (the grammar words themselves are single tokens either way).
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kw = {"local_files_only": True}
+    tok = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", **kw)
+    vae = AutoencoderKL.from_pretrained(str(folder), subfolder="vae", **kw)
+    te = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", **kw)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", **kw)
+    return tok, vae, te, unet
 
 
 @torch.no_grad()
@@ -238,6 +266,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop the UNet phase after this wall time")
+    ap.add_argument("--init", type=Path, default=None, help="continue from this pipeline folder (skips the VAE phase)")
+    ap.add_argument("--warmup", type=int, default=200, help="UNet learning-rate warm-up steps")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -261,18 +291,25 @@ def main() -> None:
     }
     print(json.dumps(info), flush=True)
 
-    tok = build_tokenizer()
-    vae, te, unet = build_models(tok, args.seed)
+    if args.init is not None:
+        tok, vae, te, unet = load_models(args.init)
+        dec_opt = freeze_encoder(vae)
+        scale = float(vae.config.scaling_factor)
+        info["init"] = json.loads((args.init / "training.json").read_text())
+        info["vae_seconds"] = 0.0
+    else:
+        tok = build_tokenizer()
+        vae, te, unet = build_models(tok, args.seed)
+        vae_log: list = []
+        train_vae(vae, args.vae_steps, rng, vae_log)
+        dec_opt = freeze_encoder(vae)
+        scale = measure_scale(vae, rng)
+        vae.register_to_config(scaling_factor=scale)
+        info["vae_log"] = vae_log
+        info["vae_seconds"] = round(time.time() - t_start, 1)
+    info["scaling_factor"] = scale
     info["params"] = {"vae": n_params(vae), "text_encoder": n_params(te), "unet": n_params(unet)}
-    print(info["params"], flush=True)
-
-    vae_log: list = []
-    dec_opt = train_vae(vae, args.vae_steps, rng, vae_log)
-    scale = measure_scale(vae, rng)
-    vae.register_to_config(scaling_factor=scale)
-    info["vae_log"], info["scaling_factor"] = vae_log, scale
-    info["vae_seconds"] = round(time.time() - t_start, 1)
-    print(f"scaling_factor {scale:.4f}", flush=True)
+    print(info["params"], f"scaling_factor {scale:.4f}", flush=True)
 
     from diffusers import DDPMScheduler
 
@@ -292,7 +329,7 @@ def main() -> None:
     step = 0
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, 200)
+            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         caps, x = batch(rng, args.bs, p_drop=0.1)
         with torch.no_grad():
             lat = vae.encode(x).latent_dist.sample() * scale
@@ -351,6 +388,8 @@ def main() -> None:
     info["unet_seconds"] = round(time.time() - t1, 1)
     info["wall_seconds"] = round(time.time() - t_start, 1)
     save_pipeline(args.out, tok, ema_te, ema_unet, vae)
+    if args.init is not None:  # keep the tokenizer files byte-identical (a loaded tokenizer saves extra keys)
+        shutil.copytree(args.init / "tokenizer", args.out / "tokenizer", dirs_exist_ok=True)
     (args.out / "training.json").write_text(json.dumps(info, indent=1))
     print(f"done in {info['wall_seconds']}s -> {args.out}", flush=True)
 
