@@ -266,6 +266,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--max-minutes", type=float, default=0, help="stop the UNet phase after this wall time")
+    ap.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop the UNet phase after this many steps (the learning-rate schedule still spans --steps): "
+        "repeats a run that --max-minutes stopped",
+    )
     ap.add_argument("--init", type=Path, default=None, help="continue from this pipeline folder (skips the VAE phase)")
     ap.add_argument("--warmup", type=int, default=200, help="UNet learning-rate warm-up steps")
     args = ap.parse_args()
@@ -374,12 +381,12 @@ def main() -> None:
                     "t": round(elapsed, 1),
                 }
             )
-        stop = args.max_minutes and elapsed > args.max_minutes * 60
+        stop = (args.max_minutes and elapsed > args.max_minutes * 60) or step + 1 == args.stop_after
         if (step + 1) % args.ckpt_every == 0 or stop:
             save_pipeline(ckpt_dir / f"step{step + 1:06d}", tok, ema_te, ema_unet, vae)
             print(f"checkpoint step {step + 1}", flush=True)
         if stop:
-            print("time limit reached", flush=True)
+            print("stopped early (--max-minutes or --stop-after)", flush=True)
             break
     info["steps_done"] = step + 1
     info["unet_log"] = log
