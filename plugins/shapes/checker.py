@@ -119,19 +119,40 @@ def check(image: Image.Image, spec: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
+class Tally:
+    """``check`` results summed over images: each field's accuracy (position over the prompts that state one)
+    and shape accuracy per shape class."""
+
+    def __init__(self) -> None:
+        self.n = self.n_position = 0
+        self.hits = {"colour": 0, "background": 0, "shape": 0, "position": 0}
+        self.per_shape: dict[str, list[int]] = {}
+
+    def add(self, result: dict[str, bool | None], spec: dict[str, Any]) -> None:
+        self.n += 1
+        for k in ("colour", "background", "shape"):
+            self.hits[k] += bool(result[k])
+        if result["position"] is not None:
+            self.n_position += 1
+            self.hits["position"] += result["position"]
+        shape = self.per_shape.setdefault(spec["shape"], [0, 0])
+        shape[0] += bool(result["shape"])
+        shape[1] += 1
+
+    def accuracy(self) -> dict[str, float]:
+        return {k: v / max(1, self.n_position if k == "position" else self.n) for k, v in self.hits.items()}
+
+    def shape_by_class(self) -> dict[str, float]:
+        return {k: round(hits / n, 3) for k, (hits, n) in sorted(self.per_shape.items())}
+
+
 def clean_accuracy(n: int = 1000, seed: int = 99, size: int = 64) -> dict[str, float]:
     rng = random.Random(seed)
-    tot = {"colour": 0, "background": 0, "shape": 0, "position": 0}
-    npos = 0
+    tally = Tally()
     for _ in range(n):
         _, spec = sample_prompt(rng)
-        r = check(render(spec, size), spec)
-        for k in ("colour", "background", "shape"):
-            tot[k] += r[k]
-        if r["position"] is not None:
-            npos += 1
-            tot["position"] += r["position"]
-    return {k: (v / npos if k == "position" else v / n) for k, v in tot.items()} | {"n": n}
+        tally.add(check(render(spec, size), spec), spec)
+    return tally.accuracy() | {"n": n}
 
 
 if __name__ == "__main__":

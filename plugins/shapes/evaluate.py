@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from provgen.plugins.shapes import MODEL_DIR
-from provgen.plugins.shapes.checker import check
+from provgen.plugins.shapes.checker import Tally, check
 from provgen.plugins.shapes.dataset import sample_prompt
 
 
@@ -52,8 +52,7 @@ def vae_ceiling(pipe, prompts, batch: int = 50) -> dict:
 
     from provgen.plugins.shapes.dataset import render
 
-    totals = {"colour": 0, "background": 0, "shape": 0, "position": 0}
-    n_pos, per_shape = 0, {}
+    tally = Tally()
     with torch.no_grad():
         for start in range(0, len(prompts), batch):
             chunk = prompts[start : start + batch]
@@ -62,20 +61,9 @@ def vae_ceiling(pipe, prompts, batch: int = 50) -> dict:
             rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample
             arr = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for (_, spec), a in zip(chunk, arr, strict=True):
-                r = check(Image.fromarray(a), spec)
-                for k in ("colour", "background", "shape"):
-                    totals[k] += r[k]
-                if r["position"] is not None:
-                    n_pos += 1
-                    totals["position"] += r["position"]
-                hit = per_shape.setdefault(spec["shape"], [0, 0])
-                hit[0] += r["shape"]
-                hit[1] += 1
-    n = len(prompts)
-    out = {k: totals[k] / n for k in ("colour", "background", "shape")}
-    out["position"] = totals["position"] / max(1, n_pos)
-    out["shape_by_class"] = {k: round(v[0] / v[1], 3) for k, v in sorted(per_shape.items())}
-    return {"vae_ceiling": out, "n": n, "n_position": n_pos}
+                tally.add(check(Image.fromarray(a), spec), spec)
+    ceiling = {**tally.accuracy(), "shape_by_class": tally.shape_by_class()}
+    return {"vae_ceiling": ceiling, "n": tally.n, "n_position": tally.n_position}
 
 
 def save_grid(path: Path, images, captions, cols: int = 4, scale: int = 3) -> None:
@@ -118,8 +106,7 @@ def main() -> None:
     if args.vae_ceiling:
         print(json.dumps({**vae_ceiling(pipe, prompts), "seed": args.seed, "model": str(args.model)}, indent=1))
         return
-    totals = {"colour": 0, "background": 0, "shape": 0, "position": 0}
-    n_pos, per_shape = 0, {}
+    tally = Tally()
     grid_imgs, grid_caps = [], []
     failures = []
     t0 = time.time()
@@ -134,14 +121,7 @@ def main() -> None:
         )
         for (cap, spec), im in zip(chunk, images, strict=True):
             r = check(im, spec)
-            for k in ("colour", "background", "shape"):
-                totals[k] += r[k]
-            hit = per_shape.setdefault(spec["shape"], [0, 0])
-            hit[0] += r["shape"]
-            hit[1] += 1
-            if r["position"] is not None:
-                n_pos += 1
-                totals["position"] += r["position"]
+            tally.add(r, spec)
             if not all(v for v in r.values() if v is not None) and len(failures) < 20:
                 failures.append({"caption": cap, **{k: v for k, v in r.items() if v is not None}})
             if len(grid_imgs) < 16:
@@ -158,12 +138,9 @@ def main() -> None:
         lat.append(time.time() - t)
     result = {
         "n": args.n,
-        "colour": totals["colour"] / args.n,
-        "background": totals["background"] / args.n,
-        "shape": totals["shape"] / args.n,
-        "position": totals["position"] / max(1, n_pos),
-        "n_position": n_pos,
-        "shape_by_class": {k: round(v[0] / v[1], 3) for k, v in sorted(per_shape.items())},
+        **tally.accuracy(),
+        "n_position": tally.n_position,
+        "shape_by_class": tally.shape_by_class(),
         "seconds_per_image_batched": round(seconds / args.n, 4),
         "seconds_single_image": round(min(lat), 3),
         "steps": args.steps,
