@@ -158,6 +158,11 @@ def test_training_continues_from_a_saved_folder(tmp_path: Path) -> None:
 
     [image] = generate(load(out), ["a red circle on a blue background"], [0], steps=2)
     assert image.size == (64, 64)
+    bad = tmp_path / "bad"
+    proc = subprocess.run([sys.executable, "-m", "provgen.plugins.shapes.train", "--init", str(tmp_path / "nothing"),
+                           "--out", str(bad)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "--init" in proc.stderr and "model_index.json" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not bad.exists()
 
 
 def test_dataset_is_deterministic() -> None:

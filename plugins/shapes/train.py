@@ -276,6 +276,10 @@ def main() -> None:
     ap.add_argument("--init", type=Path, default=None, help="continue from this pipeline folder (skips the VAE phase)")
     ap.add_argument("--warmup", type=int, default=200, help="UNet learning-rate warm-up steps")
     args = ap.parse_args()
+    if args.init is not None and not (args.init / "model_index.json").is_file():
+        ap.error(f"--init {args.init}: not a saved pipeline folder (no model_index.json); give one train wrote")
+    if not 0 <= args.stop_after <= args.steps:
+        ap.error(f"--stop-after {args.stop_after}: must be from 1 to --steps ({args.steps}), or 0 for no stop")
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
@@ -302,7 +306,8 @@ def main() -> None:
         tok, vae, te, unet = load_models(args.init)
         dec_opt = freeze_encoder(vae)
         scale = float(vae.config.scaling_factor)
-        info["init"] = json.loads((args.init / "training.json").read_text())
+        record = args.init / "training.json"  # absent in a folder this script did not write
+        info["init"] = json.loads(record.read_text()) if record.is_file() else {"folder": str(args.init)}
         info["vae_seconds"] = 0.0
     else:
         tok = build_tokenizer()
