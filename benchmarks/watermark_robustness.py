@@ -491,6 +491,7 @@ def sample(size: int, n: int, attacks: list[str], seed: int) -> None:
                 ok[attack] += 1
             else:
                 failed[attack].append(f"{kind} {label}")
+                print(f"  lost: image {i} ({kind} {label}), {attack}", flush=True)
         if (i + 1) % 25 == 0:
             lost = {a: len(f) for a, f in failed.items() if f}
             print(f"  {i + 1} images, {time.perf_counter() - start:.0f} s, lost {lost}", flush=True)

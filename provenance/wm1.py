@@ -33,9 +33,10 @@ How it works
   payload (phase contrast). In order: (0) block size ``block_size(shorter side)`` at phase 0 and gain 1
   (untouched, re-encoded, resized, filtered images); (1) the same size at gain 1, 8 x 8 phases, best 2 by phase
   contrast; then every gain of a 1% grid (0.85-1.15: a 5% gain error is a whole lattice step on saturated
-  colours), its best 4 phases by phase contrast, best 2 by *sync score* (the best repetition coherence over the
+  colours), its best 4 phases by phase contrast, ranked by *sync score* (the best repetition coherence over the
   256 tile shifts, normalised by the vote energy: about 1 at a wrong hypothesis whatever the content, which
-  phase contrast is not on flat saturated shapes); (2) a 3% grid of block sizes covering crops to 80% and
+  phase contrast is not on flat saturated shapes): the best of 3 gains more than 2.5% apart (flat saturated
+  colours alias at other gains); (2) a 3% grid of block sizes covering crops to 80% and
   resizes of 0.5-2x (best 2 phases each), ranked by sync score; the best 3 and 4 hypotheses of (1) are
   refined (coordinate ascent of the sync score: 1/2-sample phase, gain, +-1/0.5/0.25% size, 1/8-sample
   phase) and the best 3 refined go on.
@@ -46,9 +47,9 @@ False positives
 ---------------
 A reading is returned only when the 32 check bits match. Hypotheses are ranked by statistics that ignore the
 check bits; only ``N`` decoded words are compared with them per image:
-``N = 2 x (1 + 2 + 2 + 3) = 16`` (shifts checked x (phase-0 try + gain-1 candidates + fine-gain candidates +
+``N = 2 x (1 + 2 + 3 + 3) = 18`` (shifts checked x (phase-0 try + gain-1 candidates + fine-gain candidates +
 refined candidates); refining more hypotheses checks none of them), so
-``P(false detection) <= N x 2**-32 = 16 x 2.3e-10 = 3.7e-9`` per image decoded, well under 1e-6. (Every
+``P(false detection) <= N x 2**-32 = 18 x 2.3e-10 = 4.2e-9`` per image decoded, well under 1e-6. (Every
 registered method adds its own rate: provgen-grid/1 adds 2**-24 = 6e-8.)
 
 Limits
@@ -57,7 +58,7 @@ Limits
 * Strong chroma texture (e.g. colour noise) combined with crop + downscale + JPEG can defeat it, and so can
   JPEG 50 with 4:2:0 subsampling once blocks are small (images under about 512 px).
 * Crops that keep less than one whole tile (16 x 16 blocks), and images under 128 px that are cropped at all.
-* Decoding an image without a mark runs the whole search: about 0.5-0.7 s on 2 cores (a marked, uncropped
+* Decoding an image without a mark runs the whole search: about 0.5-0.9 s on 2 cores (a marked, uncropped
   image reads in tens of ms).
 * It is an attribution aid, not DRM: anyone who knows the scheme and key can remove or forge it, and none of
   this survives regeneration ("diffusion washing").
@@ -115,6 +116,8 @@ _PHASES_SCORED = 4  # best phases (phase coherence) per gain whose sync score is
 _STEP = 1.015  # ratio between successive block-size hypotheses
 _MAX_TILES = 5  # decode reads at most this many tiles per axis (a central window)
 _CANDIDATES = 2  # (gain, phase) candidates at the fast-path block size that go on to the shift search
+_GAIN_CANDIDATES = 3  # candidates of the fine gain grid that go on to the shift search (best of distinct gains)
+_GAIN_APART = 0.025  # ... whose gains differ by more than this (the sync score's peak in gain is about +-2% wide)
 _COARSE = 1.03  # block-size grid of the search (then refined +-1%)
 _REFINED = 3  # best-ranked (block size, gain, phase) of the search that are refined and shift-searched
 _FITS = 2  # phase-0 hypotheses of a resized, uncropped image (see _fits) that are refined
@@ -576,22 +579,28 @@ class RobustWatermark:
             found = self._try_sync(zs[0, :, :, py, :, px])
             if found is not None:
                 return found
-        # every gain of the fine grid: its best phases (phase coherence) ranked by the sync score
+        # every gain of the fine grid: its best phases (phase coherence) ranked by the sync score; the candidates
+        # are the best of gains more than _GAIN_APART apart. On flat saturated colours the lattice aliases: a
+        # chroma level c marked at gain g and read at gain g' lands on lattice points again when (g / g' - 1) c /
+        # step is a whole number, and such an alias (a large flat green background, say) can outscore the true
+        # gain at every phase, so the best few (gain, phase) pairs can all be one alias's phases
         zs = self._folds(integ, b0, 0.0, 0.0, _A, _GAINS_FINE)
         scored = self._score_phases(zs, _GAINS_FINE)
-        picked = 0
-        for _, g, py, px in scored:
-            if picked == _CANDIDATES:
+        distinct: list[tuple[float, float, int, int]] = []
+        for entry in scored:
+            if len(distinct) == _GAIN_CANDIDATES:
                 break
+            if all(abs(entry[1] - other[1]) > _GAIN_APART for other in distinct):
+                distinct.append(entry)
+        for _, g, py, px in distinct:
             if (g, py, px) in tried:
                 continue
             tried.add((g, py, px))
-            picked += 1
             found = self._try_sync(zs[_GAINS_FINE.index(g), :, :, py, :, px])
             if found is not None:
                 return found
         # 2) search the block size on a coarse grid, rank (size, gain, phase) by sync score, refine the best
-        pool = [(sc, b0, g, py, px) for sc, g, py, px in scored[:_CANDIDATES]]
+        pool = [(sc, b0, g, py, px) for sc, g, py, px in distinct[:_CANDIDATES]]
         zs = self._folds(integ, b0, 0.0, 0.0, _A, (1.0,))
         pool += [(self._sync_score(zs[0, :, :, py, :, px]), b0, 1.0, int(py), int(px))
                  for py, px in (np.unravel_index(f, stat.shape[1:]) for f in np.argsort(stat[0], axis=None)[::-1][:2])]

@@ -283,6 +283,26 @@ def test_small_images_survive_resize_gain_and_crop(small_marked: dict, attack: s
         assert payload_of(SMALL_ATTACKS[attack](image)) == PAYLOAD, (name, attack)
 
 
+def test_flat_generated_image_survives_brightness_and_contrast(torch_one_thread: None) -> None:
+    """A shapes-model generation upscaled to 512 px is flat saturated colour (a white triangle on green): its
+    chroma lattice aliases at gain 0.92, whose phases outscored the true gain 1.1 after +10% brightness or
+    contrast, and the decoder tried only the two best (gain, phase) pairs, both the alias's. It now tries the
+    best of three gains more than 2.5% apart (before: lost on both attacks, at 512 and 1024 px; found in the
+    300-image held-out sample of benchmarks/watermark_robustness.py --sample)."""
+    import torch
+
+    import provgen
+
+    pipe = provgen.Engine(progress=False).load("shapes")[1]
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a large white triangle on a green background, left", num_inference_steps=20, guidance_scale=3.0,
+               generator=torch.Generator().manual_seed(100008))
+    marked = WM.embed(out.images[0].resize((512, 512), Image.Resampling.BICUBIC), PAYLOAD)
+    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast):
+        for factor in (1.1, 0.9):
+            assert payload_of(enhance(marked).enhance(factor)) == PAYLOAD, (enhance.__name__, factor)
+
+
 def test_small_generated_sizes_round_trip() -> None:
     """The shipped model makes 64 px images; engine tests use 128-256 px."""
     for size in (64, 128, 256):
@@ -431,9 +451,9 @@ def test_unmarked_and_foreign_images_read_none() -> None:
 
 
 @pytest.mark.parametrize("size", [(128, 128), (200, 150), (256, 256), (384, 300), (700, 520), (1024, 1024)])
-def test_at_most_16_words_checked_per_image(size: tuple[int, int]) -> None:
-    """The false-positive bound (docs/watermark.md: N = 16 checked words, N * 2**-32 per image) holds whatever
-    the size: however many hypotheses are ranked and refined, at most 16 decoded words meet the check bits."""
+def test_at_most_18_words_checked_per_image(size: tuple[int, int]) -> None:
+    """The false-positive bound (docs/watermark.md: N = 18 checked words, N * 2**-32 per image) holds whatever
+    the size: however many hypotheses are ranked and refined, at most 18 decoded words meet the check bits."""
     method = RobustWatermark()
     checked = []
     info_bits = method._info_bits
@@ -446,7 +466,7 @@ def test_at_most_16_words_checked_per_image(size: tuple[int, int]) -> None:
     for image in (scene(*size, seed=70), pink(*size, seed=71)):
         checked.clear()
         assert payload_of(image, method) is None
-        assert 1 <= len(checked) <= 16, (size, len(checked))
+        assert 1 <= len(checked) <= 18, (size, len(checked))
 
 
 def test_another_key_reads_nothing(marked: dict) -> None:
