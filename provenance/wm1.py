@@ -657,7 +657,9 @@ class RobustWatermark:
         of the original (16 to 48); n on a 1/4 grid, at gain 1. Scored at phase 0 only, so they are cheap, and
         they find the scale where the phase-coherence ranking of the size search is fooled (one tile across).
         Entries are (score, block size, gain, py, px) in the reduced window (phases in b / _A)."""
-        side, lo, hi = min(w, h), min(betas), max(betas)
+        # the sizes the hypotheses cover: their grid's extremes plus half a grid step (the extremes themselves can
+        # miss an exact 2x resize of a 512 px image, whose n = 32 blocks of 32 px lie 0.4% above the last one)
+        side, lo, hi = min(w, h), min(betas) / _STEP**0.5, max(betas) * _STEP**0.5
         found = []
         for n in np.arange(_T, _PER_SIDE + 0.01, 0.25):
             b = side / n
