@@ -499,10 +499,12 @@ def sample(size: int, n: int, attacks: list[str], seed: int) -> None:
     print(f"\n# provgen-wm/1, {n} held-out images at {size}x{size} {kinds}, seed {seed}: PSNR mean "
           f"{np.mean(psnrs):.1f} (min {min(psnrs):.1f}) dB; decode median {statistics.median(every) * 1e3:.0f} ms over "
           f"all {len(every)} attacked images ({time.perf_counter() - start:.0f} s)\n")
-    print("| attack | recovered | rate | 95% lower bound | decode median |")
-    print("|---|---|---|---|---|")
+    print("| attack | recovered | rate | 95% lower bound | lost by kind | decode median |")
+    print("|---|---|---|---|---|---|")
     for attack in attacks:
-        print(f"| {attack} | {ok[attack]}/{n} | {ok[attack] / n:.1%} | {_lower_bound(ok[attack], n):.1%} | "
+        by_kind = {kind: sum(f.split(" ", 1)[0] == kind for f in failed[attack]) for kind in kinds}
+        lost = ", ".join(f"{kind} {k}/{kinds[kind]}" for kind, k in by_kind.items() if k) or "-"
+        print(f"| {attack} | {ok[attack]}/{n} | {ok[attack] / n:.1%} | {_lower_bound(ok[attack], n):.1%} | {lost} | "
               f"{statistics.median(t_decode[attack]) * 1e3:.0f} ms |")
     for attack in attacks:
         if failed[attack]:
