@@ -58,6 +58,9 @@ Limits
 * Strong chroma texture (e.g. colour noise) combined with crop + downscale + JPEG can defeat it, and so can
   JPEG 50 with 4:2:0 subsampling once blocks are small (images under about 512 px).
 * Crops that keep less than one whole tile (16 x 16 blocks), and images under 128 px that are cropped at all.
+* Saturated colour: where a channel sits at 0 or 255, +10% brightness or contrast clips the change away, and
+  flat saturated images (upscaled small generations) carry a weaker mark that JPEG 50 or the combo can defeat
+  at 512 px (docs/watermark.md: held-out sample of 300 images per size).
 * Decoding an image without a mark runs the whole search: about 0.5-0.9 s on 2 cores (a marked, uncropped
   image reads in tens of ms).
 * It is an attribution aid, not DRM: anyone who knows the scheme and key can remove or forge it, and none of
