@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -95,11 +96,19 @@ PHOTOS = {"dev": ("astronaut", "coffee", "rocket"),
           "held-out": ("chelsea", "hubble_deep_field", "immunohistochemistry", "retina")}
 
 
-def photo(name: str, size: int) -> Image.Image:
-    """Centre square of a scikit-image photograph, resized to size x size."""
+def _skimage_rgb(name: str) -> Image.Image:
+    """A scikit-image photograph as RGB (grey and boolean ones too), whole."""
     from skimage import data
 
-    image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    array = getattr(data, name)()
+    if array.dtype != np.uint8:
+        array = (255 * (array > 0) if array.dtype == bool else array).astype(np.uint8)
+    return Image.fromarray(array).convert("RGB")
+
+
+def photo(name: str, size: int) -> Image.Image:
+    """Centre square of a scikit-image photograph, resized to size x size."""
+    image = _skimage_rgb(name)
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
@@ -338,25 +347,25 @@ FP_PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "hubble_deep_field", "i
              "colorwheel", "horse", "camera", "moon", "page", "text", "coins", "grass", "gravel", "brick")
 
 
+def _shapes_pipeline():
+    """The shipped ``shapes`` model's diffusers pipeline (local files only), without a progress bar."""
+    import provgen
+
+    pipe = provgen.Engine(progress=False).load("shapes")[1]
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _fp_sources(generated: int) -> tuple[list[Image.Image], list[Image.Image]]:
     """The photographs, and ``generated`` images of the shipped ``shapes`` model (unmarked: sampled directly)."""
-    from skimage import data
-
-    photos = []
-    for name in FP_PHOTOS:
-        array = getattr(data, name)()
-        if array.dtype != np.uint8:
-            array = (255 * (array > 0) if array.dtype == bool else array).astype(np.uint8)
-        photos.append(Image.fromarray(array).convert("RGB"))
+    photos = [_skimage_rgb(name) for name in FP_PHOTOS]
     images = []
     if generated:
         import torch
 
-        import provgen
         from provgen.plugins.shapes.dataset import sample_prompt
 
-        pipe = provgen.Engine(progress=False).load("shapes")[1]
-        pipe.set_progress_bar_config(disable=True)
+        pipe = _shapes_pipeline()
         prompts = random.Random(7)
         for k in range(generated):
             prompt, _ = sample_prompt(prompts)
@@ -420,10 +429,8 @@ def _sample_images(size: int, n: int, seed: int) -> Iterator[tuple[str, str, Ima
     """n held-out images (kind, label, image), made one at a time: half random square crops (50-100% of the
     shorter side, any position) of SAMPLE_PHOTOS, a quarter the synthetic generators at seeds 2000 + ..., a
     quarter generations of the shipped ``shapes`` model (64 px, resized like a user would upscale them)."""
-    from skimage import data
-
     rng = np.random.default_rng(seed)
-    sources = {}
+    sources: dict[str, Image.Image] = {}
     pipe = None
     prompts = random.Random(2026 + seed)
     for i in range(n):
@@ -431,8 +438,7 @@ def _sample_images(size: int, n: int, seed: int) -> Iterator[tuple[str, str, Ima
         if roll < 0.5:
             name = SAMPLE_PHOTOS[int(rng.integers(0, len(SAMPLE_PHOTOS)))]
             if name not in sources:
-                array = getattr(data, name)()
-                sources[name] = Image.fromarray(array.astype(np.uint8)).convert("RGB")
+                sources[name] = _skimage_rgb(name)
             source = sources[name]
             side = int(min(source.size) * rng.uniform(0.5, 1.0))
             x0 = int(rng.integers(0, source.width - side + 1))
@@ -446,12 +452,10 @@ def _sample_images(size: int, n: int, seed: int) -> Iterator[tuple[str, str, Ima
         else:
             import torch
 
-            import provgen
             from provgen.plugins.shapes.dataset import sample_prompt
 
             if pipe is None:
-                pipe = provgen.Engine(progress=False).load("shapes")[1]
-                pipe.set_progress_bar_config(disable=True)
+                pipe = _shapes_pipeline()
             prompt, _ = sample_prompt(prompts)
             out = pipe(prompt, num_inference_steps=20, guidance_scale=3.0,
                        generator=torch.Generator().manual_seed(seed * 100_000 + i))
@@ -471,7 +475,7 @@ def sample(size: int, n: int, attacks: list[str], seed: int) -> None:
     every attacked image (the table's own mix, not the untouched case)."""
     wm = RobustWatermark()
     ok = dict.fromkeys(attacks, 0)
-    failed: dict[str, list[str]] = {a: [] for a in attacks}
+    failed: dict[str, list[tuple[str, str]]] = {a: [] for a in attacks}  # (kind, label) of each lost image
     kinds: dict[str, int] = {}
     t_decode: dict[str, list[float]] = {a: [] for a in attacks}
     psnrs = []
@@ -490,7 +494,7 @@ def sample(size: int, n: int, attacks: list[str], seed: int) -> None:
             if got == payload:
                 ok[attack] += 1
             else:
-                failed[attack].append(f"{kind} {label}")
+                failed[attack].append((kind, label))
                 print(f"  lost: image {i} ({kind} {label}), {attack}", flush=True)
         if (i + 1) % 25 == 0:
             lost = {a: len(f) for a, f in failed.items() if f}
@@ -502,13 +506,13 @@ def sample(size: int, n: int, attacks: list[str], seed: int) -> None:
     print("| attack | recovered | rate | 95% lower bound | lost by kind | decode median |")
     print("|---|---|---|---|---|---|")
     for attack in attacks:
-        by_kind = {kind: sum(f.split(" ", 1)[0] == kind for f in failed[attack]) for kind in kinds}
-        lost = ", ".join(f"{kind} {k}/{kinds[kind]}" for kind, k in by_kind.items() if k) or "-"
+        by_kind = Counter(kind for kind, _ in failed[attack])
+        lost = ", ".join(f"{kind} {k}/{kinds[kind]}" for kind, k in by_kind.items()) or "-"
         print(f"| {attack} | {ok[attack]}/{n} | {ok[attack] / n:.1%} | {_lower_bound(ok[attack], n):.1%} | {lost} | "
               f"{statistics.median(t_decode[attack]) * 1e3:.0f} ms |")
     for attack in attacks:
         if failed[attack]:
-            print(f"lost on {attack}: " + "; ".join(failed[attack]))
+            print(f"lost on {attack}: " + "; ".join(f"{kind} {label}" for kind, label in failed[attack]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -524,7 +528,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fp-methods", default="all", help="comma-separated method names for --fp (default all)")
     parser.add_argument("--fp-generated", type=int, default=100, help="shapes-model images in the --fp pool")
     parser.add_argument("--sample", type=int, default=0, metavar="N",
-                        help="provgen-wm/1 alone on N held-out images (photo crops, synthetic, shapes model), with bounds")
+                        help="provgen-wm/1 alone on N held-out images (photo crops, synthetic, shapes model), "
+                        "with 95%% bounds")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     attacks = [a for a in args.attacks.split(",") if a] or list(ATTACKS)

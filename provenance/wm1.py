@@ -432,9 +432,10 @@ class RobustWatermark:
         w = self._dither_conj.astype(np.complex128)  # (nc, T, T)
         onehot = (self._bit_of[None] == np.arange(self._coded_len)[:, None, None, None])  # (coded, nc, T, T)
         # per coded bit: the imaginary and real parts of its slots' conj(dither), in frequency (real FFTs: a vote
-        # Im(z conj(d)) = Re(z) Im(conj d) + Im(z) Re(conj d) is a sum of two real correlations)
+        # Im(z conj(d)) = Re(z) Im(conj d) + Im(z) Re(conj d) is a sum of two real correlations); (coded, 2, nc,
+        # T, T//2+1)
         self._bit_rfft = np.stack([np.fft.rfft2(onehot * w.imag[None]),
-                                   np.fft.rfft2(onehot * w.real[None])], axis=1).astype(np.complex64)  # (coded, 2, nc, T, T//2+1)
+                                   np.fft.rfft2(onehot * w.real[None])], axis=1).astype(np.complex64)
         self._dither2_fft = np.fft.fft2(w * w).astype(np.complex64)
         lut = np.exp(2j * np.pi * np.arange(_LUT) / _LUT).astype(np.complex64)
         self._lut = lut
