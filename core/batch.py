@@ -174,13 +174,13 @@ def _run(jobs: list[Job], out: Path, settings: Settings, summary: BatchSummary, 
 
     lock = OutputLock(out)
     registry = open_registry(settings.registry_url, upgrade="blank")
+    pending: list[Job] = []
     try:
         lock.exclusive()
         try:
             summary.swept = sweep(out, registry, [job.job_key for job in jobs])
         finally:
             lock.shared()
-        pending: list[Job] = []
         for result in _plan(jobs, registry, pending, registry_jobs):
             summary.results.append(result)
             yield result
@@ -208,10 +208,31 @@ def _run(jobs: list[Job], out: Path, settings: Settings, summary: BatchSummary, 
             results.close()  # stops the workers (jobs already running finish or roll back)
     except BaseException:
         summary.interrupted = True
+        _note_committed(summary, pending, registry, registry_jobs)
         raise
     finally:
         registry.close()
         lock.release()
+
+
+def _note_committed(summary: BatchSummary, pending: list[Job], registry: Any, registry_jobs: Any) -> None:
+    """After an interrupt (the workers stopped): count as done the jobs that committed but whose result never
+    reached this loop (Ctrl-C between a job's commit and its result; jobs a worker finished after it), so the
+    summary says what a re-run will skip. The registry is the record; if it cannot be read now, the summary
+    stays as it was (a re-run still skips them)."""
+    reported = {result.job_key for result in summary.results}
+    missing = [job for job in pending if job.job_key not in reported]
+    if not missing:
+        return
+    try:
+        states = registry_jobs.states(registry, [job.job_key for job in missing])
+    except (ProvgenError, KeyboardInterrupt):
+        return
+    for job in missing:
+        state = states.get(job.job_key)
+        if state is not None and state.status == "done":
+            summary.results.append(JobResult(job.line, job.job_key, "done", "committed as the run was interrupted",
+                                             asset_ids=state.asset_ids))
 
 
 def _plan(jobs: list[Job], registry: Any, pending: list[Job], registry_jobs: Any) -> Iterator[JobResult]:
@@ -303,7 +324,6 @@ def _run_in_processes(jobs: list[Job], settings: Settings, out: Path, *, workers
     threads = max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(settings, device, dtype, str(out), threads))
-    finished = False
     try:
         futures = {pool.submit(_worker_run, job): job for job in jobs}
         for future in as_completed(futures):
@@ -315,8 +335,8 @@ def _run_in_processes(jobs: list[Job], settings: Settings, out: Path, *, workers
             except BrokenProcessPool as error:
                 yield JobResult(job.line, job.job_key, "failed", f"the worker process died ({error}); run the "
                                 "batch again to retry this job")
-        finished = True
     finally:
-        # normal end: wait for the workers to exit; stopped early: cancel what has not started, and let the jobs
-        # that are running finish in the background (each commits or rolls back on its own)
-        pool.shutdown(wait=finished, cancel_futures=True)
+        # stopped early (Ctrl-C, --fail-fast): cancel what has not started and wait for the running jobs to
+        # commit or roll back (the interpreter would wait for them at exit anyway), so that the summary, checked
+        # against the registry after this, counts the ones that committed
+        pool.shutdown(wait=True, cancel_futures=True)

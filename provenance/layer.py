@@ -31,6 +31,7 @@ from provgen.core.plugins import call_hook, plugin_versions
 from provgen.core.registries import Registered, get_watermark_method, resolve_postprocessors
 from provgen.core.result import GeneratedImage, GenerationResult
 from provgen.provenance import _parallel
+from provgen.provenance._interrupts import interrupts_held
 from provgen.provenance.fingerprint import fingerprints
 
 if TYPE_CHECKING:
@@ -380,22 +381,27 @@ class ProvenanceLayer:
                         "`output_dir` (nothing of this generation was kept)"
                     ) from error
 
+        committed = False
         try:
-            with self.registry.transaction() as session:
-                hashes, _ = _parallel.both(
-                    lambda: self._add_records(
-                        session, context, generation_id, recipe, method_name, prepared, finals, ingredients
-                    ),
-                    write_temps,
-                )
-                for tmp, final in zip(temps, finals, strict=True):
-                    os.replace(tmp, final)
-                    renamed.append(final)
+            with interrupts_held() as guard:
+                with self.registry.transaction() as session:
+                    hashes, _ = _parallel.both(
+                        lambda: self._add_records(
+                            session, context, generation_id, recipe, method_name, prepared, finals, ingredients
+                        ),
+                        write_temps,
+                    )
+                    guard.hold()  # from the renames to `committed`: Ctrl-C waits (milliseconds)
+                    for tmp, final in zip(temps, finals, strict=True):
+                        os.replace(tmp, final)
+                        renamed.append(final)
+                committed = True
             _fsync_dir(out_dir)
             return list(zip(finals, hashes, strict=True))
         except BaseException:
-            for path in (*temps, *renamed):  # both() has returned: no write is still running
-                path.unlink(missing_ok=True)
+            if not committed:  # a committed generation keeps its files, whatever is raised after the commit
+                for path in (*temps, *renamed):  # both() has returned: no write is still running
+                    path.unlink(missing_ok=True)
             raise
 
     def _add_records(

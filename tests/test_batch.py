@@ -312,9 +312,11 @@ def test_sigkill_mid_batch_then_rerun_does_every_job_exactly_once(tiny_sd_dir: P
     assert chain.ok, chain.problems
 
 
-def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tiny_sd_dir: Path, tmp_path: Path, provgen_home: Path,
+                                                   workers: str) -> None:
     n = 8
-    command, env, out = batch_command(n, tiny_sd_dir, tmp_path, provgen_home, "--json")
+    command, env, out = batch_command(n, tiny_sd_dir, tmp_path, provgen_home, "--json", "--workers", workers)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and len(list(out.glob("*.png"))) < 2:
@@ -326,6 +328,8 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tiny_sd_dir: Path, tmp_path: 
     partial = json.loads(stdout)
     assert partial["interrupted"] is True and partial["done"] + partial["not_run"] == n and partial["not_run"] > 0
     assert not list(out.glob(".*.part"))  # the job that was interrupted cleaned up after itself
+    # what the summary calls done is what committed (also a job that committed as Ctrl-C arrived)
+    assert registry_counts(sqlite_url(provgen_home))["done"] == partial["done"]
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     report = json.loads(rerun.stdout)
